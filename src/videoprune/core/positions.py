@@ -53,9 +53,16 @@ def prune_positions(position_ids: torch.Tensor, plan: KeepPlan) -> torch.Tensor:
 
 
 def rope_deltas(pruned_position_ids: torch.Tensor, plan: KeepPlan) -> torch.Tensor:
-    """``(B, 1)`` long: ``max position over the row's real tokens (all axes) + 1 - L'``."""
+    """``(B, 1)`` long: ``max position over the row's real tokens (all axes) + 1 - L'``.
+
+    A row with no real token gets delta 0.
+    """
     real = plan.attention_mask.to(pruned_position_ids.device).bool()
     pos = pruned_position_ids if pruned_position_ids.dim() == 3 else pruned_position_ids.unsqueeze(0)
-    masked = pos.masked_fill(~real.unsqueeze(0), torch.iinfo(pos.dtype).min if not pos.is_floating_point() else float("-inf"))
-    row_max = masked.amax(dim=(0, 2))
-    return (row_max + 1 - plan.pruned_length).long().unsqueeze(1)
+    deltas = torch.zeros(real.shape[0], 1, dtype=torch.long, device=pos.device)
+    has_real = real.any(dim=1)
+    if plan.pruned_length and bool(has_real.any()):
+        lowest = torch.iinfo(pos.dtype).min if not pos.is_floating_point() else float("-inf")
+        row_max = pos.masked_fill(~real.unsqueeze(0), lowest).amax(dim=(0, 2))
+        deltas[has_real, 0] = (row_max[has_real] + 1 - plan.pruned_length).long()
+    return deltas
