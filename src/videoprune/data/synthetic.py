@@ -1,0 +1,394 @@
+"""Synthetic video-QA whose answers need the time axis: a reproducible accuracy testbed.
+
+Each sample is a short clip of a few coloured shapes on a static textured background (so, like
+real footage, most patches repeat from frame to frame) and one question:
+
+==================  ==========================================  =====================
+type                question                                    answers
+==================  ==========================================  =====================
+``moved``           which object moved ?                        a shape name
+``direction``       which direction did the <shape> move ?      left/right/up/down
+``appeared_first``  which object appeared first ?               a shape name
+``flash_count``     how many times did the <shape> flash ?      one/two/three/four
+``colour_change``   which object changed colour ?               a shape name
+==================  ==========================================  =====================
+
+Distractors are present in every scene (a second mover in ``direction``, other blinkers in
+``flash_count``, late arrivals in ``appeared_first``). A scene is fully described by per-frame
+state (position, colour, visibility of every object), stored in the JSONL next to the clip;
+:func:`answer_from_scene` recomputes the answer from that state alone. Samples are
+deterministic in (split, seed, index); the split is part of the random stream, so train and
+test scenes never share a seed.
+
+Pure numpy; PyAV (``videoprune[video]``) is imported only to write clips.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "QUESTION_TYPES",
+    "SHAPES",
+    "COLOURS",
+    "SPLITS",
+    "ObjectTrack",
+    "Scene",
+    "make_scene",
+    "render_scene",
+    "answer_from_scene",
+    "write_dataset",
+    "vocabulary",
+]
+
+QUESTION_TYPES = ("moved", "direction", "appeared_first", "flash_count", "colour_change")
+SHAPES = ("circle", "square", "triangle", "diamond", "cross")
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 190, 60),
+    "blue": (50, 80, 230),
+    "yellow": (235, 215, 40),
+    "white": (245, 245, 245),
+    "purple": (150, 60, 200),
+}
+COUNT_WORDS = ("zero", "one", "two", "three", "four")
+DIRECTIONS = ("left", "right", "up", "down")
+SPLITS = {"train": 0, "val": 1, "test": 2}
+
+OBJECT_SIZE = 24  # pixels; with 14 px patches and 2x2 merge an object covers one or two tokens
+
+
+@dataclass
+class ObjectTrack:
+    """One object's state at every frame: top-left ``xy``, ``colour`` name and ``visible`` flag."""
+
+    shape: str
+    xy: list[tuple[int, int]]
+    colour: list[str]
+    visible: list[bool]
+
+
+@dataclass
+class Scene:
+    """A clip's complete description; enough to render it and to recompute its answer."""
+
+    qtype: str
+    question: str
+    answer: str
+    width: int
+    height: int
+    fps: float
+    background_seed: int
+    objects: list[ObjectTrack] = field(default_factory=list)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.objects[0].xy)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Scene":
+        objs = [ObjectTrack(o["shape"], [tuple(p) for p in o["xy"]], list(o["colour"]), list(o["visible"])) for o in d["objects"]]
+        return cls(**{**{k: v for k, v in d.items() if k != "objects"}, "objects": objs})
+
+
+# --------------------------------------------------------------------------------------------
+# scene sampling
+# --------------------------------------------------------------------------------------------
+def _rng(split: str, seed: int, index: int) -> np.random.Generator:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+    return np.random.default_rng(np.random.SeedSequence([SPLITS[split], int(seed), int(index)]))
+
+
+def _free_positions(rng, n, width, height, margin):
+    """n top-left corners on a coarse grid, far enough apart that objects never overlap."""
+    step = OBJECT_SIZE + 12
+    cells = [(x, y) for y in range(margin, height - OBJECT_SIZE - margin + 1, step) for x in range(margin, width - OBJECT_SIZE - margin + 1, step)]
+    pick = rng.choice(len(cells), size=n, replace=False)
+    return [cells[i] for i in pick]
+
+
+def make_scene(
+    split: str = "train",
+    seed: int = 0,
+    index: int = 0,
+    *,
+    num_frames: int = 16,
+    width: int = 112,
+    height: int = 112,
+    fps: float = 8.0,
+    qtype: str | None = None,
+) -> Scene:
+    """Sample one scene deterministically from (split, seed, index).
+
+    Events (moves, appearances, flashes, colour changes) are aligned to pairs of frames, so they
+    survive a temporal patch of 2. ``num_frames`` must be even and at least 8.
+    """
+    if num_frames < 8 or num_frames % 2:
+        raise ValueError(f"num_frames must be an even number >= 8, got {num_frames}")
+    if width < 3 * OBJECT_SIZE + 24 or height < 3 * OBJECT_SIZE + 24:
+        raise ValueError(f"width and height must be at least {3 * OBJECT_SIZE + 24} pixels")
+    rng = _rng(split, seed, index)
+    qtype = qtype or QUESTION_TYPES[int(rng.integers(len(QUESTION_TYPES)))]
+    if qtype not in QUESTION_TYPES:
+        raise ValueError(f"qtype must be one of {QUESTION_TYPES}, got {qtype!r}")
+    n_obj = 3
+    shapes = [SHAPES[i] for i in rng.choice(len(SHAPES), n_obj, replace=False)]
+    colours = [list(COLOURS)[i] for i in rng.choice(len(COLOURS), n_obj + 1, replace=False)]
+    spare_colour = colours.pop()
+    margin = 4
+    starts = _free_positions(rng, n_obj, width, height, margin)
+    f = num_frames
+    tracks = [ObjectTrack(s, [xy] * f, [c] * f, [True] * f) for s, xy, c in zip(shapes, starts, colours)]
+    target = tracks[0]
+
+    def move(track: ObjectTrack, direction: str) -> None:
+        x0, y0 = track.xy[0]
+        dx, dy = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[direction]
+        # go as far as the frame allows in that direction, at least 24 px
+        room = {"left": x0 - margin, "right": width - OBJECT_SIZE - margin - x0, "up": y0 - margin, "down": height - OBJECT_SIZE - margin - y0}[direction]
+        dist = max(24, min(room, 48))
+        start_pair = int(rng.integers(0, f // 4))  # start moving within the first quarter
+        path = []
+        for i in range(f):
+            p = min(max(i // 2 - start_pair, 0) / max(1, f // 2 - 1 - start_pair), 1.0)
+            path.append((int(round(x0 + dx * dist * p)), int(round(y0 + dy * dist * p))))
+        track.xy = path
+
+    def feasible_directions(track: ObjectTrack) -> list[str]:
+        x0, y0 = track.xy[0]
+        room = {"left": x0 - margin, "right": width - OBJECT_SIZE - margin - x0, "up": y0 - margin, "down": height - OBJECT_SIZE - margin - y0}
+        return [d for d in DIRECTIONS if room[d] >= 24]
+
+    def blink(track: ObjectTrack, times: int, start: int) -> None:
+        vis = [True] * f
+        pair = start
+        for _ in range(times):  # each flash: off for one pair of frames, then on for >= one pair
+            vis[2 * pair] = vis[2 * pair + 1] = False
+            pair += 2
+        track.visible = vis
+
+    if qtype in ("moved", "direction"):
+        options = feasible_directions(target)
+        direction = options[int(rng.integers(len(options)))]
+        move(target, direction)
+        if qtype == "direction":
+            # a distractor moves too, in another direction, so the named object must be tracked
+            other = tracks[1]
+            alt = [d for d in feasible_directions(other) if d != direction]
+            if alt:
+                move(other, alt[int(rng.integers(len(alt)))])
+            question, answer = f"which direction did the {target.shape} move ?", direction
+        else:
+            question, answer = "which object moved ?", target.shape
+    elif qtype == "appeared_first":
+        pairs = sorted(rng.choice(np.arange(1, f // 2 - 1), size=n_obj, replace=False).tolist())
+        for track, p in zip(tracks, pairs):
+            track.visible = [i >= 2 * p for i in range(f)]
+        question, answer = "which object appeared first ?", target.shape
+    elif qtype == "flash_count":
+        max_flashes = min(4, (f // 2 - 2) // 2)
+        times = int(rng.integers(1, max_flashes + 1))
+        blink(target, times, start=1)
+        other_times = [t for t in range(0, max_flashes + 1) if t != times]
+        distractor_times = int(other_times[int(rng.integers(len(other_times)))])
+        if distractor_times:
+            blink(tracks[1], distractor_times, start=1)
+        question, answer = f"how many times did the {target.shape} flash ?", COUNT_WORDS[times]
+    else:  # colour_change
+        change = 2 * int(rng.integers(1, f // 2 - 1))
+        target.colour = [target.colour[0]] * change + [spare_colour] * (f - change)
+        question, answer = "which object changed colour ?", target.shape
+
+    order = rng.permutation(n_obj)  # the target is not always drawn first
+    scene = Scene(
+        qtype=qtype,
+        question=question,
+        answer=answer,
+        width=width,
+        height=height,
+        fps=float(fps),
+        background_seed=int(rng.integers(2**31)),
+        objects=[tracks[i] for i in order],
+    )
+    recomputed = answer_from_scene(scene)
+    if recomputed != answer:  # the sampler and the oracle disagree: a bug, never silently ship it
+        raise AssertionError(f"scene answer {answer!r} != recomputed {recomputed!r} for {scene.question}")
+    return scene
+
+
+# --------------------------------------------------------------------------------------------
+# answers from state alone
+# --------------------------------------------------------------------------------------------
+def _named(scene: Scene, question: str) -> ObjectTrack:
+    for obj in scene.objects:
+        if f" {obj.shape} " in f" {question} ":
+            return obj
+    raise ValueError(f"no object of the scene is named in {question!r}")
+
+
+def _flashes(visible: list[bool]) -> int:
+    """Number of invisible runs that start after the object was visible and end with it visible again."""
+    count, seen, off = 0, False, False
+    for v in visible:
+        if v and off and seen:
+            count += 1
+        if v:
+            seen, off = True, False
+        elif seen:
+            off = True
+    return count
+
+
+def answer_from_scene(scene: Scene) -> str:
+    """Recompute the answer from per-frame object state (not from how the scene was sampled)."""
+    q = scene.question
+    if q.startswith("which object moved"):
+        movers = [o for o in scene.objects if len(set(o.xy)) > 1]
+        return movers[0].shape if len(movers) == 1 else "ambiguous"
+    if q.startswith("which direction"):
+        obj = _named(scene, q)
+        (x0, y0), (x1, y1) = obj.xy[0], obj.xy[-1]
+        dx, dy = x1 - x0, y1 - y0
+        if abs(dx) >= abs(dy):
+            return "right" if dx > 0 else "left"
+        return "down" if dy > 0 else "up"
+    if q.startswith("which object appeared first"):
+        firsts = [(o.visible.index(True) if any(o.visible) else len(o.visible), o.shape) for o in scene.objects]
+        firsts.sort()
+        return firsts[0][1] if firsts[0][0] < firsts[1][0] else "ambiguous"
+    if q.startswith("how many times"):
+        return COUNT_WORDS[_flashes(_named(scene, q).visible)]
+    if q.startswith("which object changed colour"):
+        changed = [o for o in scene.objects if len(set(o.colour)) > 1]
+        return changed[0].shape if len(changed) == 1 else "ambiguous"
+    raise ValueError(f"unknown question {q!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# rendering
+# --------------------------------------------------------------------------------------------
+def _background(seed: int, width: int, height: int) -> np.ndarray:
+    """A static texture: smooth colour blobs plus fine grain, identical in every frame."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(40, 140, size=(height // 16 + 2, width // 16 + 2, 3))
+    ys = np.linspace(0, coarse.shape[0] - 1.001, height)
+    xs = np.linspace(0, coarse.shape[1] - 1.001, width)
+    y0, x0 = ys.astype(int), xs.astype(int)
+    fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    top = coarse[y0][:, x0] * (1 - fx) + coarse[y0][:, x0 + 1] * fx
+    bottom = coarse[y0 + 1][:, x0] * (1 - fx) + coarse[y0 + 1][:, x0 + 1] * fx
+    smooth = top * (1 - fy) + bottom * fy
+    grain = rng.normal(0, 6, size=(height, width, 1))
+    return np.clip(smooth + grain, 0, 255).astype(np.uint8)
+
+
+def _shape_mask(shape: str) -> np.ndarray:
+    s = OBJECT_SIZE
+    yy, xx = np.mgrid[0:s, 0:s] + 0.5
+    c = s / 2
+    if shape == "circle":
+        return (yy - c) ** 2 + (xx - c) ** 2 <= (s / 2) ** 2
+    if shape == "square":
+        return np.ones((s, s), dtype=bool)
+    if shape == "triangle":
+        return (yy >= s * 0.1) & (np.abs(xx - c) <= (yy - s * 0.1) * 0.6)
+    if shape == "diamond":
+        return np.abs(yy - c) + np.abs(xx - c) <= s / 2
+    if shape == "cross":
+        bar = s / 6
+        return (np.abs(yy - c) <= bar) | (np.abs(xx - c) <= bar)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def render_scene(scene: Scene) -> np.ndarray:
+    """Frames as ``(T, H, W, 3)`` uint8 RGB."""
+    bg = _background(scene.background_seed, scene.width, scene.height)
+    frames = np.repeat(bg[None], scene.num_frames, axis=0)
+    masks = {o.shape: _shape_mask(o.shape) for o in scene.objects}
+    for t in range(scene.num_frames):
+        for obj in scene.objects:
+            if not obj.visible[t]:
+                continue
+            x, y = obj.xy[t]
+            region = frames[t, y : y + OBJECT_SIZE, x : x + OBJECT_SIZE]
+            region[masks[obj.shape]] = COLOURS[obj.colour[t]]
+    return frames
+
+
+# --------------------------------------------------------------------------------------------
+# dataset files
+# --------------------------------------------------------------------------------------------
+def _write_clip(frames: np.ndarray, path: Path, fps: float) -> None:
+    import av  # lazy: the [video] extra
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=int(round(fps)))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "12", "preset": "veryfast"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def write_dataset(
+    out_dir: str | Path,
+    split: str = "train",
+    num: int = 100,
+    seed: int = 0,
+    *,
+    num_frames: int = 16,
+    size: int = 112,
+    fps: float = 8.0,
+    progress: bool = True,
+) -> Path:
+    """Write ``num`` clips to ``out_dir/videos/`` and their questions to ``out_dir/<split>.jsonl``.
+
+    Each JSONL line has ``video`` (path relative to the JSONL file), ``question``, ``answer``,
+    ``type``, ``timestamps`` (seconds of each frame) and ``scene`` (the full description).
+    Returns the JSONL path.
+    """
+    if num < 1:
+        raise ValueError(f"num must be >= 1, got {num}")
+    out = Path(out_dir)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    jsonl = out / f"{split}.jsonl"
+    indices = range(num)
+    if progress:
+        from tqdm.auto import tqdm
+
+        indices = tqdm(indices, desc=f"writing {split} clips", unit="clip")
+    with jsonl.open("w") as fh:
+        for i in indices:
+            scene = make_scene(split, seed, i, num_frames=num_frames, width=size, height=size, fps=fps)
+            rel = Path("videos") / f"{split}_s{seed}_{i:05d}.mp4"
+            _write_clip(render_scene(scene), out / rel, fps)
+            record = {
+                "video": str(rel),
+                "question": scene.question,
+                "answer": scene.answer,
+                "type": scene.qtype,
+                "timestamps": [round(t / fps, 6) for t in range(num_frames)],
+                "scene": scene.to_json(),
+            }
+            fh.write(json.dumps(record) + "\n")
+    return jsonl
+
+
+def vocabulary() -> list[str]:
+    """Every word a question or answer can contain (for a closed word-level tokenizer)."""
+    words = set(COUNT_WORDS) | set(DIRECTIONS) | set(SHAPES) | set(COLOURS)
+    for q in ("which object moved ?", "which direction did the move ?", "which object appeared first ?",
+              "how many times did the flash ?", "which object changed colour ?"):
+        words |= set(q.split())
+    return sorted(words)
