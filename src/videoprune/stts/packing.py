@@ -145,21 +145,28 @@ def build_layout(keep: torch.Tensor, refill: bool = False) -> PackedLayout:
     flat = keep2.reshape(-1)
     rank = torch.cumsum(flat.long(), 0) - 1
 
-    dense_index = torch.full((n_rows, cap), -1, dtype=torch.long, device=device)
-    segment_ids = torch.full((n_rows, cap), -1, dtype=torch.long, device=device)
-    refilled = torch.zeros(t, dtype=torch.bool, device=device)
+    # Host-side FFD gives each frame a row and an offset; the token placement is then one
+    # vectorised scatter (no per-frame device syncs).
+    row_of = [-1] * t
+    offset_of = [0] * t
+    alone = [False] * t
     for r, frames in enumerate(rows):
         pos = 0
         for f in frames:
-            if refill and len(frames) == 1 and int(counts[f]) < cap:
-                idx = torch.arange(cap, device=device) + f * cap
-                refilled[f] = True
-            else:
-                idx = torch.nonzero(keep2[f], as_tuple=False).squeeze(1) + f * cap
-            n = idx.numel()
-            dense_index[r, pos : pos + n] = idx
-            segment_ids[r, pos : pos + n] = f
-            pos += n
+            row_of[f], offset_of[f], alone[f] = r, pos, len(frames) == 1
+            pos += int(counts[f])
+    refilled = torch.tensor(alone, dtype=torch.bool, device=device) & (counts < cap)
+    if not refill:
+        refilled = torch.zeros_like(refilled)
+    placed = keep2 | refilled.unsqueeze(1)  # (T, P): tokens that get a slot
+    slot = torch.cumsum(placed.long(), 1) - 1 + torch.tensor(offset_of, device=device).unsqueeze(1)
+    row = torch.tensor(row_of, device=device).unsqueeze(1).expand(t, cap)
+    dense = torch.arange(t * cap, device=device).view(t, cap)
+    frame = torch.arange(t, device=device).unsqueeze(1).expand(t, cap)
+    dense_index = torch.full((n_rows, cap), -1, dtype=torch.long, device=device)
+    segment_ids = torch.full((n_rows, cap), -1, dtype=torch.long, device=device)
+    dense_index[row[placed], slot[placed]] = dense[placed]
+    segment_ids[row[placed], slot[placed]] = frame[placed]
     valid = dense_index >= 0
     safe = dense_index.clamp(min=0)
     is_output = valid & flat[safe]

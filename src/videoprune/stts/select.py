@@ -98,7 +98,8 @@ def select_tokens(scores: torch.Tensor, ratio: float, pool: int) -> STTSSelectio
 def random_scores(shape: tuple[int, int, int], seed: int, device: torch.device | str | None = None) -> torch.Tensor:
     """Uniform scores ``shape = (T, H', W')`` from ``torch.Generator().manual_seed(seed)`` (on CPU, so reproducible across devices)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(tuple(shape), generator=g).to(device)
+    s = torch.rand(tuple(shape), generator=g)
+    return s if device is None else s.to(device)
 
 
 def prev_frame_scores(window_features: torch.Tensor) -> torch.Tensor:
@@ -116,15 +117,15 @@ def _ref_scan(window_features: torch.Tensor, threshold: float) -> tuple[torch.Te
     t, h, w, c = window_features.shape
     x = window_features.detach().float()
     ref = x[0].clone()
-    cos = torch.ones(t, h, w)
-    redundant = torch.zeros(t, h, w, dtype=torch.bool)
+    cos = torch.ones(t, h, w, device=x.device)
+    redundant = torch.zeros(t, h, w, dtype=torch.bool, device=x.device)
     for i in range(1, t):
         ci = F.cosine_similarity(x[i], ref, dim=-1)
         red = ci > threshold
-        cos[i], redundant[i] = ci.cpu(), red.cpu()
+        cos[i], redundant[i] = ci, red
         # a token that is not redundant becomes the new reference at its location
         ref = torch.where(red.unsqueeze(-1), ref, x[i])
-    return cos.to(window_features.device), redundant.to(window_features.device)
+    return cos, redundant
 
 
 def redundant_to_reference(window_features: torch.Tensor, threshold: float = 0.85) -> torch.Tensor:
