@@ -25,6 +25,7 @@ __all__ = [
     "embedding_dissimilarity",
     "pixel_dissimilarity",
     "select_by_rate",
+    "top_k_mask",
     "select_by_threshold",
     "retention_mask",
     "threshold_mask",
@@ -261,8 +262,11 @@ def pixel_dissimilarity(
 # --------------------------------------------------------------------------------------------
 # selection from a dissimilarity vector
 # --------------------------------------------------------------------------------------------
-def _top_k_mask(d: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of the k largest entries of d; ties go to the lower index."""
+def top_k_mask(d: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean ``(N,)`` mask of the ``k`` largest entries of 1-D ``d``; ties go to the lower index.
+
+    The one ranking rule shared by EVS and the STTS selection (a stable descending sort).
+    """
     mask = torch.zeros(d.shape[0], dtype=torch.bool, device=d.device)
     if k >= d.shape[0]:
         mask[:] = True
@@ -286,7 +290,7 @@ def select_by_rate(dissimilarity: torch.Tensor, grid_thw: GridLike, spatial_merg
     for (t, h, w), sl in _video_slices(grids):
         dv = d[sl].clone()
         dv[: h * w] = float("inf")
-        masks.append(_top_k_mask(dv, retained_count(h * w, t, rate)))
+        masks.append(top_k_mask(dv, retained_count(h * w, t, rate)))
     return torch.cat(masks)
 
 
@@ -321,7 +325,7 @@ def select_by_threshold(
         k = int((dv > threshold).sum())
         k_lo = max(h * w, math.ceil(lo * n))
         k_hi = max(h * w, math.floor(hi * n))
-        masks.append(_top_k_mask(dv, min(max(k, k_lo), k_hi)))
+        masks.append(top_k_mask(dv, min(max(k, k_lo), k_hi)))
     return torch.cat(masks)
 
 

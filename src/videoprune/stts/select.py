@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from ..core.evs import _top_k_mask, embedding_dissimilarity
+from ..core.evs import top_k_mask, embedding_dissimilarity
 from .bias import upsample_to_patches
 from .config import STTS_METHODS
 
@@ -81,7 +81,7 @@ def select_tokens(scores: torch.Tensor, ratio: float, pool: int) -> STTSSelectio
 
     Guarantees: frame 0 is kept whole whatever its scores; exactly ``drop_count`` tokens are
     dropped; among equal scores the lower raster index ``(t, h, w)`` is kept (the EVS tie rule,
-    via :func:`videoprune.core.evs._top_k_mask`). No gradient flows through the masks.
+    via :func:`videoprune.core.evs.top_k_mask`). No gradient flows through the masks.
     """
     if not isinstance(scores, torch.Tensor) or scores.dim() != 3 or not scores.is_floating_point():
         raise ValueError(f"scores must be a floating (T, H', W') tensor, got {getattr(scores, 'shape', type(scores))}")
@@ -91,7 +91,7 @@ def select_tokens(scores: torch.Tensor, ratio: float, pool: int) -> STTSSelectio
     n_drop = drop_count(h * w, t, ratio)
     s = scores.detach().float().reshape(-1).clone()
     s[: h * w] = float("inf")
-    keep = _top_k_mask(s, t * h * w - n_drop).view(t, h, w)
+    keep = top_k_mask(s, t * h * w - n_drop).view(t, h, w)
     return STTSSelection(keep, upsample_to_patches(keep, pool), n_drop)
 
 
