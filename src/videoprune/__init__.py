@@ -11,9 +11,17 @@ from .core import (
     threshold_mask,
 )
 
+from .config import EVSConfig
+from .patch import PruneHandle, PruneStats, disabled, patch
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "EVSConfig",
+    "PruneHandle",
+    "PruneStats",
+    "disabled",
+    "patch",
     "KeepPlan",
     "build_plan",
     "pixel_retention_mask",

@@ -1,0 +1,87 @@
+"""EVSConfig: the user-facing settings of EVS pruning, a validated dataclass (the CLI is built from it)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+__all__ = ["EVSConfig"]
+
+CRITERIA = ("embedding", "pixel")
+STAGES = ("post_encoder",)
+
+
+@dataclass
+class EVSConfig:
+    """How EVS prunes video tokens (methods.md §1.1-1.2).
+
+    Give ``rate`` (fixed fraction dropped per video) or ``threshold`` (content-adaptive), not
+    both; with neither, ``rate = 0.75``. ``min_keep_fraction`` / ``max_keep_fraction`` clamp
+    the threshold mode only; setting them in rate mode is an error, never silently ignored.
+    """
+
+    rate: float | None = field(
+        default=None,
+        metadata={"help": "pruning rate q in [0, 1): each video keeps max(H'W', int(N (1 - q))) tokens. "
+                          "Default 0.75 when threshold is not given."},
+    )
+    threshold: float | None = field(
+        default=None,
+        metadata={"help": "keep tokens whose dissimilarity to the previous temporal slice exceeds this "
+                          "(exclusive with rate)."},
+    )
+    min_keep_fraction: float = field(
+        default=0.0, metadata={"help": "threshold mode: keep at least this fraction of each video's tokens."}
+    )
+    max_keep_fraction: float = field(
+        default=1.0, metadata={"help": "threshold mode: keep at most this fraction of each video's tokens."}
+    )
+    criterion: str = field(
+        default="embedding",
+        metadata={"help": "'embedding': 1 - cos of LLM-side features; 'pixel': mean |pixel difference| "
+                          "(Qwen family only)."},
+    )
+    apply_to_images: bool = field(
+        default=False, metadata={"help": "also prune image tokens (not supported yet: an image has one "
+                                         "temporal slice, which EVS always keeps)."},
+    )
+    stage: str = field(
+        default="post_encoder",
+        metadata={"help": "where pruning happens: 'post_encoder' (after the vision encoder). "
+                          "'pre_encoder' is planned, not implemented."},
+    )
+
+    def __post_init__(self):
+        if self.rate is not None and self.threshold is not None:
+            raise ValueError(f"rate and threshold are exclusive; got rate={self.rate}, threshold={self.threshold}")
+        if self.rate is None and self.threshold is None:
+            self.rate = 0.75
+        if self.rate is not None:
+            if isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)) or math.isnan(self.rate) \
+                    or not 0.0 <= self.rate < 1.0:
+                raise ValueError(f"rate must be a float in [0, 1), got {self.rate!r}")
+            self.rate = float(self.rate)
+            if (self.min_keep_fraction, self.max_keep_fraction) != (0.0, 1.0):
+                raise ValueError("min_keep_fraction / max_keep_fraction apply to threshold mode only; "
+                                 "set threshold instead of rate, or leave them at 0.0 / 1.0")
+        if self.threshold is not None:
+            if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
+                    or not math.isfinite(self.threshold):
+                raise ValueError(f"threshold must be a finite float, got {self.threshold!r}")
+            self.threshold = float(self.threshold)
+        for name in ("min_keep_fraction", "max_keep_fraction"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be a float in [0, 1], got {v!r}")
+        if self.min_keep_fraction > self.max_keep_fraction:
+            raise ValueError(f"min_keep_fraction ({self.min_keep_fraction}) must not exceed "
+                             f"max_keep_fraction ({self.max_keep_fraction})")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}, got {self.criterion!r}")
+        if not isinstance(self.apply_to_images, bool):
+            raise ValueError(f"apply_to_images must be a bool, got {self.apply_to_images!r}")
+        if self.stage == "pre_encoder":
+            raise ValueError("stage='pre_encoder' is not implemented yet (planned: pixel-criterion pruning "
+                             "before the vision encoder); use stage='post_encoder'")
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")

@@ -1,0 +1,98 @@
+"""The adapter contract: what videoprune needs to know about one family of HF video VLMs.
+
+An adapter never re-implements the model's forward. The patch (see :mod:`videoprune.patch`)
+lets the model build its own full ``inputs_embeds`` and position ids, intercepts them at the
+language model's input, and asks the adapter only family-specific questions: where the video
+tokens sit and on which grid (:meth:`ModelAdapter.video_layout`), how to compute the pixel
+criterion, and how to prune any extra per-token language-model inputs (Qwen3-VL deepstack).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..config import EVSConfig
+from ..core.evs import embedding_dissimilarity, select_by_rate, select_by_threshold
+from ..core.plan import KeepPlan
+
+__all__ = ["ModelAdapter", "VideoLayout"]
+
+
+@dataclass(frozen=True)
+class VideoLayout:
+    """Where the video tokens of one batch are and how they are arranged.
+
+    Attributes:
+        placeholder_mask: ``(B, L)`` bool, True at every position the model fills with video
+            features (row-major over the batch = order of the concatenated features).
+        grid_thw: per video, the grid of its *prunable* tokens in the form core.evs takes
+            (pre-merge ``(T, H, W)``, with ``spatial_merge_size``).
+        spatial_merge_size: as in :func:`videoprune.core.evs.normalize_grids`.
+        grid_token_mask: ``(N_placeholders,)`` bool, True for tokens on the grid; False for
+            tokens EVS must always keep (LLaVA-OneVision's newline). None means all are on it.
+    """
+
+    placeholder_mask: torch.Tensor
+    grid_thw: list[tuple[int, int, int]]
+    spatial_merge_size: int
+    grid_token_mask: torch.Tensor | None = None
+
+
+class ModelAdapter:
+    """Family-specific knowledge. Subclasses set the class attributes and :meth:`video_layout`."""
+
+    #: ``config.model_type`` values this adapter serves.
+    model_types: ClassVar[tuple[str, ...]] = ()
+    #: 3 for M-RoPE ids ``(3, B, L)``, 1 for 1D ids ``(B, L)``.
+    position_axes: ClassVar[int] = 1
+    #: whether ``criterion="pixel"`` can be computed for this family.
+    supports_pixel_criterion: ClassVar[bool] = False
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        if hasattr(model, "model") and hasattr(model.model, "language_model"):
+            self.inner = model.model
+        elif hasattr(model, "language_model"):
+            self.inner = model
+        else:
+            raise ValueError(f"{type(model).__name__} has no .language_model (nor .model.language_model); "
+                             "pass the *ForConditionalGeneration model or its inner *Model")
+        self.language_model = self.inner.language_model
+        self.config = getattr(model, "config")
+
+    # ---- checks ------------------------------------------------------------------------------
+    def check_config(self, cfg: EVSConfig) -> None:
+        """Raise ValueError for settings this family cannot honour (never silently ignore them)."""
+        if cfg.apply_to_images:
+            raise ValueError("apply_to_images=True is not supported: an image is a single temporal slice, "
+                             "which EVS always keeps whole, so it would prune nothing")
+        if cfg.criterion == "pixel" and not self.supports_pixel_criterion:
+            raise ValueError(f"criterion='pixel' is not supported for {self.config.model_type}; "
+                             "use criterion='embedding'")
+
+    # ---- family hooks --------------------------------------------------------------------------
+    def video_layout(self, call: dict[str, Any]) -> VideoLayout | None:
+        """The video layout of the inner model's current call, or None when it has no video."""
+        raise NotImplementedError
+
+    def pixel_dissimilarity(self, call: dict[str, Any], layout: VideoLayout) -> torch.Tensor:
+        raise ValueError(f"criterion='pixel' is not supported for {self.config.model_type}")
+
+    def prune_lm_kwargs(self, kwargs: dict[str, Any], plan: KeepPlan) -> dict[str, Any]:
+        """Prune extra per-token language-model inputs; the base family has none."""
+        return kwargs
+
+    # ---- shared selection ------------------------------------------------------------------------
+    def select(self, cfg: EVSConfig, layout: VideoLayout, features: torch.Tensor, call: dict[str, Any]) -> torch.Tensor:
+        """``(N_grid,)`` bool keep mask over the grid tokens, by core.evs (rate or threshold mode)."""
+        grid, merge = layout.grid_thw, layout.spatial_merge_size
+        if cfg.criterion == "embedding":
+            d = embedding_dissimilarity(features, grid, merge)
+        else:
+            d = self.pixel_dissimilarity(call, layout)
+        if cfg.rate is not None:
+            return select_by_rate(d, grid, merge, cfg.rate)
+        return select_by_threshold(d, grid, merge, cfg.threshold, cfg.min_keep_fraction, cfg.max_keep_fraction)

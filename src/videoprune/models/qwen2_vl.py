@@ -1,0 +1,52 @@
+"""Qwen2-VL adapter: video tokens are one contiguous block per video on the merged (T', H', W') grid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..core.evs import normalize_grids, pixel_dissimilarity
+from .base import ModelAdapter, VideoLayout
+
+__all__ = ["Qwen2VLAdapter"]
+
+
+class Qwen2VLAdapter(ModelAdapter):
+    """Qwen2-VL; also the base of the Qwen2.5-VL and Qwen3-VL adapters (same grid and pixels).
+
+    Positions are the model's own 3-axis M-RoPE ids (``get_rope_index``), intercepted at the
+    language model's input; features are read back from the model's own ``inputs_embeds``.
+    """
+
+    model_types = ("qwen2_vl",)
+    position_axes = 3
+    supports_pixel_criterion = True
+
+    @property
+    def spatial_merge_size(self) -> int:
+        return int(self.config.vision_config.spatial_merge_size)
+
+    def video_layout(self, call: dict[str, Any]) -> VideoLayout | None:
+        grid = call.get("video_grid_thw")
+        if call.get("pixel_values_videos") is None and (call.get("mm_encoder_outputs") or {}).get("video") is None:
+            return None
+        input_ids = call.get("input_ids")
+        if input_ids is None:
+            raise ValueError("videoprune needs input_ids (not inputs_embeds) on calls with video, "
+                             "to find the video placeholder tokens")
+        if grid is None:
+            raise ValueError("video inputs without video_grid_thw")
+        merge = self.spatial_merge_size
+        mask = input_ids == self.config.video_token_id
+        n = sum(t * h * w for t, h, w in normalize_grids(grid, merge))
+        if int(mask.sum()) != n:
+            raise ValueError(f"{int(mask.sum())} video placeholder tokens but video_grid_thw implies {n}")
+        return VideoLayout(placeholder_mask=mask, grid_thw=[tuple(int(v) for v in r) for r in grid.tolist()],
+                           spatial_merge_size=merge)
+
+    def pixel_dissimilarity(self, call: dict[str, Any], layout: VideoLayout) -> torch.Tensor:
+        pixels = call.get("pixel_values_videos")
+        if pixels is None:
+            raise ValueError("criterion='pixel' needs pixel_values_videos (precomputed encoder outputs carry none)")
+        return pixel_dissimilarity(pixels, layout.grid_thw, layout.spatial_merge_size)

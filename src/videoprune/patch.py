@@ -1,0 +1,291 @@
+"""patch(model, cfg): reversible EVS pruning for a Hugging Face video VLM, for forward and generate.
+
+How it works (no transformers forward is copied):
+  1. the inner ``*Model.forward`` is wrapped only to remember the current call's inputs
+     (``input_ids``, ``video_grid_thw``, pixels);
+  2. the model runs its own code: encoders, scatter of features into ``inputs_embeds``, and
+     its own full position ids (``get_rope_index`` for Qwen; generate's 1D ids or ``arange``);
+  3. ``language_model.forward`` is wrapped: on prefill with video it reads the video features
+     back from ``inputs_embeds``, selects with core.evs, builds a KeepPlan and calls the real
+     language model with the gathered embeddings, positions and attention mask (length L');
+  4. on decode steps (cache already filled) it maps generate's full-length attention mask
+     ``(B, L + s)`` onto the cache's pruned layout ``(B, L' + s)``; position ids from generate
+     are already the unpruned ones, and missing ones are rebuilt from the pruned rope delta.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .config import EVSConfig
+from .core.plan import KeepPlan, VideoKeepStats, build_plan
+from .core.positions import prune_positions, rope_deltas
+
+__all__ = ["PruneHandle", "PruneStats", "disabled", "patch"]
+
+_HANDLE_ATTR = "_videoprune_handle"
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class PruneStats:
+    """Counts from the last pruned prefill.
+
+    Attributes:
+        videos: per video (in feature order), tokens before/after and kept per temporal slice.
+        sequence_length_before / sequence_length_after: padded batch length L and L'.
+    """
+
+    videos: tuple[VideoKeepStats, ...] = ()
+    sequence_length_before: int = 0
+    sequence_length_after: int = 0
+
+    @property
+    def tokens_before(self) -> int:
+        return sum(v.tokens_before for v in self.videos)
+
+    @property
+    def tokens_after(self) -> int:
+        return sum(v.tokens_after for v in self.videos)
+
+
+@dataclass
+class _DecodeState:
+    full_len: int  # L: prompt length as generate sees it
+    pruned_len: int  # L': prompt length in the KV cache
+    pruned_mask: torch.Tensor  # (B, L') attention mask of the pruned prompt
+    delta: torch.Tensor  # (B, 1): unpruned position = pruned slot + delta
+
+
+@dataclass
+class PruneHandle:
+    """Returned by :func:`patch`; ``remove()`` undoes it, ``stats`` describes the last prefill."""
+
+    model: torch.nn.Module
+    config: EVSConfig
+    adapter: Any
+    enabled: bool = True
+    stats: PruneStats | None = None
+    _saved: list = field(default_factory=list)  # (module, method name, previous instance attr or _MISSING)
+    _call: dict | None = None
+    _state: _DecodeState | None = None
+    # (encoder output, its inputs) of recent get_video_features calls: generate encodes videos
+    # before the first forward and passes only the features (no grid, no pixels).
+    _encoded: list = field(default_factory=list)
+
+    def remove(self) -> None:
+        """Restore every wrapped method exactly (instance attributes as they were) and forget the handle."""
+        if getattr(self.model, _HANDLE_ATTR, None) is not self:
+            raise RuntimeError("this PruneHandle was already removed")
+        for module, name, prev in reversed(self._saved):
+            if prev is _MISSING:
+                delattr(module, name)
+            else:
+                setattr(module, name, prev)
+        self._saved.clear()
+        self._encoded.clear()
+        self._state = None
+        delattr(self.model, _HANDLE_ATTR)
+
+
+def patch(model: torch.nn.Module, cfg: EVSConfig | None = None) -> PruneHandle:
+    """Make ``model(**inputs)`` and ``model.generate(**inputs)`` prune video tokens before the LLM.
+
+    Args:
+        model: a loaded ``*ForConditionalGeneration`` (or its inner ``*Model``) of a supported
+            family (``videoprune.models.ADAPTERS``).
+        cfg: an :class:`EVSConfig`; default ``EVSConfig()`` (rate 0.75).
+
+    Guarantees: kept tokens, and all text, keep their unpruned position ids; decoding continues
+    from the unpruned next position; logits come back in the pruned layout ``(B, L', V)``.
+
+    Raises:
+        ValueError: unsupported model family, or settings the family cannot honour.
+        RuntimeError: the model is already patched.
+    """
+    from .models import adapter_for
+
+    cfg = EVSConfig() if cfg is None else cfg
+    if not isinstance(cfg, EVSConfig):
+        raise ValueError(f"cfg must be an EVSConfig, got {type(cfg).__name__}")
+    if getattr(model, _HANDLE_ATTR, None) is not None:
+        raise RuntimeError("model is already patched by videoprune; call handle.remove() first")
+    adapter = adapter_for(model)
+    adapter.check_config(cfg)
+    handle = PruneHandle(model=model, config=cfg, adapter=adapter)
+
+    inner, lm = adapter.inner, adapter.language_model
+    inner_fwd, lm_fwd, encode = inner.forward, lm.forward, inner.get_video_features
+    inner_sig, encode_sig = inspect.signature(inner_fwd), inspect.signature(encode)
+
+    # functools.wraps keeps the signatures visible: generate inspects get_video_features' parameters.
+    @functools.wraps(encode)
+    def get_video_features(*args, **kwargs):
+        out = encode(*args, **kwargs)
+        inputs = encode_sig.bind_partial(*args, **kwargs).arguments
+        handle._encoded = handle._encoded[-3:] + [(out, inputs)]
+        return out
+
+    @functools.wraps(inner_fwd)
+    def inner_forward(*args, **kwargs):
+        call = inner_sig.bind_partial(*args, **kwargs).arguments if args else kwargs
+        handle._call = call
+        try:
+            return inner_fwd(*args, **kwargs)
+        finally:
+            handle._call = None
+
+    @functools.wraps(lm_fwd)
+    def lm_forward(*args, **kwargs):
+        if args:
+            raise TypeError("videoprune expects the language model to be called with keyword arguments")
+        if not handle.enabled:
+            return lm_fwd(**kwargs)
+        cache = kwargs.get("past_key_values")
+        past = int(cache.get_seq_length()) if cache is not None else 0
+        if past == 0:
+            handle._state = None
+            layout = adapter.video_layout(_resolve_call(handle)) if handle._call is not None else None
+            if layout is None:
+                return lm_fwd(**kwargs)
+            return lm_fwd(**_prefill(handle, layout, kwargs))
+        if handle._state is None:
+            return lm_fwd(**kwargs)
+        return lm_fwd(**_decode(handle, kwargs, past))
+
+    for module, name, fn in ((inner, "forward", inner_forward), (lm, "forward", lm_forward),
+                             (inner, "get_video_features", get_video_features)):
+        handle._saved.append((module, name, module.__dict__.get(name, _MISSING)))
+        setattr(module, name, fn)
+    setattr(model, _HANDLE_ATTR, handle)
+    return handle
+
+
+def _resolve_call(handle: PruneHandle) -> dict:
+    """The current call's inputs, with grid and pixels recovered for pre-encoded videos."""
+    call = handle._call
+    encoded = (call.get("mm_encoder_outputs") or {}).get("video")
+    if encoded is None or call.get("pixel_values_videos") is not None:
+        return call
+    for out, inputs in reversed(handle._encoded):
+        if out is encoded:
+            merged = dict(call)
+            for key, value in inputs.items():
+                if merged.get(key) is None:
+                    merged[key] = value
+            return merged
+    raise ValueError("videoprune cannot prune video features that were encoded outside the patched model "
+                     "(or expanded, e.g. num_return_sequences > 1): pass pixel_values_videos instead")
+
+
+def _full_positions(handle: PruneHandle, kwargs: dict, batch: int, length: int, device) -> torch.Tensor:
+    """The unpruned batch's position ids as the model would use them: ``(3, B, L)`` or ``(B, L)``."""
+    axes = handle.adapter.position_axes
+    pos = kwargs.get("position_ids")
+    if pos is None:  # what the language model does itself without ids
+        pos = torch.arange(length, device=device).expand(batch, length)
+        return pos.expand(3, batch, length) if axes == 3 else pos
+    if axes == 3:
+        if pos.dim() == 2:
+            pos = pos.unsqueeze(0).expand(3, -1, -1)
+        if pos.shape[0] == 4:  # generate prepends text-only ids (used only for packed masks)
+            pos = pos[1:]
+        return pos.expand(3, batch, length)
+    return pos.expand(batch, length)
+
+
+def _prefill(handle: PruneHandle, layout, kwargs: dict) -> dict:
+    adapter, cfg = handle.adapter, handle.config
+    embeds = kwargs.get("inputs_embeds")
+    if embeds is None:
+        raise RuntimeError("expected the model to call its language model with inputs_embeds")
+    batch, length = embeds.shape[:2]
+    attn = kwargs.get("attention_mask")
+    if attn is not None and not (isinstance(attn, torch.Tensor) and attn.dim() == 2):
+        raise ValueError("videoprune needs a 2D attention mask (B, L); 4D/precomputed masks and static "
+                         "caches are not supported")
+    placeholder = layout.placeholder_mask.to(embeds.device)
+    video_embeds = embeds[placeholder]
+    on_grid = layout.grid_token_mask
+    features = video_embeds if on_grid is None else video_embeds[on_grid.to(embeds.device)]
+    grid_keep = adapter.select(cfg, layout, features, handle._call).to(embeds.device)
+    if on_grid is None:
+        video_keep, grid_for_stats = grid_keep, layout.grid_thw
+    else:
+        video_keep = torch.ones(video_embeds.shape[0], dtype=torch.bool, device=embeds.device)
+        video_keep[on_grid.to(embeds.device)] = grid_keep
+        grid_for_stats = None
+    plan: KeepPlan = build_plan(placeholder, video_keep, attn, grid_thw=grid_for_stats,
+                                spatial_merge_size=layout.spatial_merge_size, padding_side="left")
+    videos = plan.videos if on_grid is None else _grid_stats(grid_keep, layout)
+    positions = prune_positions(_full_positions(handle, kwargs, batch, length, embeds.device), plan)
+    new_mask = plan.attention_mask.to(embeds.device)
+    if attn is not None:
+        new_mask = new_mask.to(attn.dtype)
+    out = dict(kwargs, inputs_embeds=plan.gather(embeds), position_ids=positions, attention_mask=new_mask)
+    out = adapter.prune_lm_kwargs(out, plan)
+    handle._state = _DecodeState(full_len=length, pruned_len=plan.pruned_length, pruned_mask=new_mask,
+                                 delta=rope_deltas(positions, plan))
+    handle.stats = PruneStats(videos=tuple(videos), sequence_length_before=length,
+                              sequence_length_after=plan.pruned_length)
+    return out
+
+
+def _grid_stats(grid_keep: torch.Tensor, layout) -> list[VideoKeepStats]:
+    from .core.evs import normalize_grids
+
+    stats, start = [], 0
+    for t, h, w in normalize_grids(layout.grid_thw, layout.spatial_merge_size):
+        per_frame = grid_keep[start : start + t * h * w].view(t, h * w).sum(dim=1).tolist()
+        stats.append(VideoKeepStats(t * h * w, int(sum(per_frame)), tuple(int(c) for c in per_frame)))
+        start += t * h * w
+    return stats
+
+
+def _decode(handle: PruneHandle, kwargs: dict, past: int) -> dict:
+    st = handle._state
+    x = kwargs.get("inputs_embeds")
+    q = x.shape[1] if x is not None else kwargs["input_ids"].shape[1]
+    out = dict(kwargs)
+    attn = kwargs.get("attention_mask")
+    if attn is not None:
+        if not (isinstance(attn, torch.Tensor) and attn.dim() == 2):
+            raise ValueError("videoprune needs a 2D attention mask (B, L + steps) while decoding; 4D masks and "
+                             "static (compileable) caches are not supported")
+        if attn.shape[1] - st.full_len != past - st.pruned_len + q:
+            raise RuntimeError(
+                f"attention mask of length {attn.shape[1]} does not continue the pruned prompt "
+                f"(unpruned {st.full_len}, cached {past} of which {st.pruned_len} prompt, {q} new): "
+                "start a new prompt with a fresh cache")
+        out["attention_mask"] = torch.cat([st.pruned_mask.to(attn), attn[:, st.full_len:]], dim=1)
+    if kwargs.get("position_ids") is None:
+        device = (x if x is not None else kwargs["input_ids"]).device
+        pos = torch.arange(past, past + q, device=device).unsqueeze(0) + st.delta.to(device)
+        out["position_ids"] = pos.unsqueeze(0).expand(3, -1, -1) if handle.adapter.position_axes == 3 else pos
+    return out
+
+
+def _handle_of(model) -> PruneHandle:
+    handle = getattr(model, _HANDLE_ATTR, None)
+    if handle is None:
+        raise ValueError("model is not patched by videoprune")
+    return handle
+
+
+@contextlib.contextmanager
+def disabled(model: torch.nn.Module):
+    """Temporarily run ``model`` unpruned (exactly the original computation); restores on exit."""
+    handle = _handle_of(model)
+    was = handle.enabled
+    handle.enabled = False
+    handle._state = None
+    try:
+        yield handle
+    finally:
+        handle.enabled = was
