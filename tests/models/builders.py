@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 
 import torch
@@ -192,3 +194,14 @@ def _llava_image_tokens(model) -> int:
         feats = model.model.get_image_features(x, torch.tensor([[LLAVA_IMAGE_SIZE, LLAVA_IMAGE_SIZE]]),
                                                return_dict=True).pooler_output
     return int(sum(f.shape[0] for f in feats))
+
+
+@contextlib.contextmanager
+def patched(model, cfg):
+    import videoprune
+
+    handle = videoprune.patch(model, cfg)
+    try:
+        yield handle
+    finally:
+        handle.remove()

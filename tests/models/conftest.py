@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import sys
 from pathlib import Path
@@ -31,14 +30,3 @@ def tiny():
         return model
 
     return get
-
-
-@contextlib.contextmanager
-def patched(model, cfg):
-    import videoprune
-
-    handle = videoprune.patch(model, cfg)
-    try:
-        yield handle
-    finally:
-        handle.remove()

@@ -8,7 +8,7 @@ import torch
 import builders as B
 import reference as R
 import videoprune
-from conftest import patched
+from builders import patched
 from videoprune.core.evs import retained_count
 
 RATE = 0.75

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import CONTAINERS, HEIGHT, NUM_FRAMES, RATE, WIDTH, moving_bar_frames, write_clip
+from clips import CONTAINERS, HEIGHT, NUM_FRAMES, RATE, WIDTH, moving_bar_frames, write_clip
 
 from videoprune.video import SamplingConfig, decode, probe, sample_clip, sample_indices
 

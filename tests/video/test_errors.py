@@ -1,7 +1,7 @@
 """Every bad input fails with a VideoError whose one-line message says what is wrong."""
 
 import pytest
-from conftest import av, write_clip
+from clips import av, write_clip
 
 from videoprune.video import SamplingConfig, VideoError, VideoLimits, decode, probe
 

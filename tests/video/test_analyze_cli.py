@@ -2,17 +2,14 @@
 
 import json
 import os
-import sys
-
 import pytest
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "video"))
-from conftest import write_clip  # noqa: E402
+from clips import write_clip
 
-from videoprune.cli import main  # noqa: E402
-from videoprune.core import pixel_retention_mask, retained_count  # noqa: E402
-from videoprune.video import SamplingConfig, decode, preprocess, sample_clip  # noqa: E402
+from videoprune.cli import main
+from videoprune.core import pixel_retention_mask, retained_count
+from videoprune.video import SamplingConfig, decode, preprocess, sample_clip
 
 RATE = 0.5
 
