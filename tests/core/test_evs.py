@@ -396,3 +396,22 @@ def test_pixel_mask_needs_exactly_one_of_rate_and_threshold():
 def test_retained_count_rejects_bad_arguments(args):
     with pytest.raises(ValueError):
         retained_count(*args)
+
+
+# --------------------------------------------------------------------------------------------
+# random baseline scores
+# --------------------------------------------------------------------------------------------
+def test_random_scores_keep_the_evs_count_and_frame_zero():
+    """Random scores + rate selection keep exactly retained_count tokens, frame 0 whole."""
+    grids = [(5, 4, 4), (3, 2, 4)]
+    d = evs.random_dissimilarity(grids, MERGE, seed=1)
+    mask = evs.select_by_rate(d, grids, MERGE, 0.6)
+    assert int(mask[:20].sum()) == retained_count(4, 5, 0.6) and mask[:4].all()
+    assert int(mask[20:].sum()) == retained_count(2, 3, 0.6) and mask[20:22].all()
+
+
+def test_random_scores_are_seeded():
+    """Same seed, same scores; another seed, other scores."""
+    a = evs.random_dissimilarity((6, 4, 4), MERGE, seed=3)
+    assert torch.equal(a, evs.random_dissimilarity((6, 4, 4), MERGE, seed=3))
+    assert not torch.equal(a, evs.random_dissimilarity((6, 4, 4), MERGE, seed=4))

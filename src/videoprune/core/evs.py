@@ -24,6 +24,7 @@ __all__ = [
     "retained_count",
     "embedding_dissimilarity",
     "pixel_dissimilarity",
+    "random_dissimilarity",
     "select_by_rate",
     "top_k_mask",
     "select_by_threshold",
@@ -257,6 +258,23 @@ def pixel_dissimilarity(
             raise ValueError("pixel_values contain NaN or infinite values")
         out.append(_frame0_inf(diff, h * w))
     return torch.cat(out)
+
+
+def random_dissimilarity(
+    grid_thw: GridLike, spatial_merge_size: int, seed: int = 0, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Seeded uniform random scores per token (``+inf`` on frame 0): the random-pruning baseline.
+
+    Fed to :func:`select_by_rate` it keeps exactly as many tokens as EVS would, frame 0 whole,
+    the rest uniformly at random. The same (grids, seed) always gives the same scores, on any
+    device (drawn on the CPU, then moved).
+    """
+    grids = normalize_grids(grid_thw, spatial_merge_size)
+    g = torch.Generator().manual_seed(int(seed))
+    out = []
+    for t, h, w in grids:
+        out.append(_frame0_inf(torch.rand((t - 1) * h * w, generator=g), h * w))
+    return torch.cat(out).to(device) if device is not None else torch.cat(out)
 
 
 # --------------------------------------------------------------------------------------------
