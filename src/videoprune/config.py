@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["EVSConfig"]
 
-CRITERIA = ("embedding", "pixel")
+CRITERIA = ("embedding", "pixel", "random")
 STAGES = ("post_encoder",)
 
 
@@ -39,7 +39,12 @@ class EVSConfig:
     criterion: str = field(
         default="embedding",
         metadata={"help": "'embedding': 1 - cos of LLM-side features; 'pixel': mean |pixel difference| "
-                          "(Qwen family only)."},
+                          "(Qwen family only); 'random': uniform random tokens at the same budget "
+                          "(a baseline; frame 0 still whole)."},
+    )
+    seed: int = field(
+        default=0, metadata={"help": "criterion='random' only: seed of the random scores (each call "
+                                     "draws new ones, reproducibly)."},
     )
     apply_to_images: bool = field(
         default=False, metadata={"help": "also prune image tokens (not supported yet: an image has one "
@@ -78,6 +83,8 @@ class EVSConfig:
                              f"max_keep_fraction ({self.max_keep_fraction})")
         if self.criterion not in CRITERIA:
             raise ValueError(f"criterion must be one of {CRITERIA}, got {self.criterion!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an int, got {self.seed!r}")
         if not isinstance(self.apply_to_images, bool):
             raise ValueError(f"apply_to_images must be a bool, got {self.apply_to_images!r}")
         if self.stage == "pre_encoder":

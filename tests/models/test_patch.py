@@ -308,3 +308,27 @@ def test_threshold_mode_keeps_between_the_fraction_bounds(tiny):
         logits(model, inputs)
         v = handle.stats.videos[0]
     assert 0.3 * v.tokens_before <= v.tokens_after <= 0.5 * v.tokens_before
+
+
+@FAMILY
+def test_random_criterion_keeps_the_evs_budget_with_frame_zero(tiny, family):
+    """criterion='random' keeps exactly EVS's count per video, frame 0 whole, and is reproducible."""
+    model = tiny(family)
+    inputs = B.make_inputs(family, ONE, model=model)
+    runs = []
+    for _ in range(2):
+        with patched(model, videoprune.EVSConfig(rate=RATE, criterion="random", seed=5)) as handle:
+            first = logits(model, inputs)
+            v = handle.stats.videos[0]
+            logits(model, inputs)  # a second call draws new scores
+            second_pattern = handle.stats.videos[0].kept_per_frame
+        runs.append((first, v.kept_per_frame, second_pattern))
+        per_frame = v.tokens_before // len(v.kept_per_frame)
+        assert v.tokens_after == retained_count(per_frame, len(v.kept_per_frame), RATE)
+        assert v.kept_per_frame[0] == per_frame
+    assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1:] == runs[1][1:]
+
+
+def test_random_criterion_seed_must_be_an_int():
+    with pytest.raises(ValueError, match="seed"):
+        videoprune.EVSConfig(criterion="random", seed=1.5)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..config import EVSConfig
-from ..core.evs import embedding_dissimilarity, select_by_rate, select_by_threshold
+from ..core.evs import embedding_dissimilarity, random_dissimilarity, select_by_rate, select_by_threshold
 from ..core.plan import KeepPlan
 
 __all__ = ["ModelAdapter", "VideoLayout"]
@@ -91,6 +91,10 @@ class ModelAdapter:
         grid, merge = layout.grid_thw, layout.spatial_merge_size
         if cfg.criterion == "embedding":
             d = embedding_dissimilarity(features, grid, merge)
+        elif cfg.criterion == "random":
+            # a fresh, reproducible draw per call, so videos do not all share one pattern
+            self._random_calls = getattr(self, "_random_calls", 0) + 1
+            d = random_dissimilarity(grid, merge, seed=cfg.seed * 1_000_003 + self._random_calls, device=features.device)
         else:
             d = self.pixel_dissimilarity(call, layout)
         if cfg.rate is not None:
