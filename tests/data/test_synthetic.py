@@ -35,11 +35,13 @@ def test_train_and_test_scenes_never_coincide():
     assert not train & test
 
 
+@pytest.mark.parametrize("num_frames", [12, 16, 24])
 @pytest.mark.parametrize("qtype", QUESTION_TYPES)
-def test_answers_recomputed_from_scene_state_match(qtype):
-    """For every question type, the answer recomputed from per-frame state equals the stored one."""
+def test_answers_recomputed_from_scene_state_match(qtype, num_frames):
+    """For every question type and clip length, the answer recomputed from per-frame state equals the stored one."""
     for i in range(40):
-        scene = Scene.from_json(json.loads(json.dumps(make_scene("test", 1, i, qtype=qtype).to_json())))
+        scene = make_scene("test", 1, i, qtype=qtype, num_frames=num_frames)
+        scene = Scene.from_json(json.loads(json.dumps(scene.to_json())))
         assert answer_from_scene(scene) == scene.answer
 
 
@@ -109,13 +111,13 @@ def test_the_named_change_is_visible_in_pixels():
 def test_written_dataset_decodes_and_matches_jsonl(tmp_path):
     """write_dataset writes real mp4 clips with the stated frame count and a JSONL describing them."""
     av = pytest.importorskip("av")
-    jsonl = write_dataset(tmp_path, "val", 3, seed=4, num_frames=8, size=96, progress=False)
+    jsonl = write_dataset(tmp_path, "val", 3, seed=4, num_frames=12, size=96, progress=False)
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert len(records) == 3
     for rec in records:
         with av.open(str(tmp_path / rec["video"])) as c:
             frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-        assert len(frames) == 8 == len(rec["timestamps"])
+        assert len(frames) == 12 == len(rec["timestamps"])
         assert frames[0].shape == (96, 96, 3)
         assert answer_from_scene(Scene.from_json(rec["scene"])) == rec["answer"]
         assert set(rec["question"].split()) | {rec["answer"]} <= set(vocabulary())
@@ -127,6 +129,7 @@ def test_written_dataset_decodes_and_matches_jsonl(tmp_path):
         (dict(split="dev"), "split"),
         (dict(num_frames=7), "num_frames"),
         (dict(num_frames=4), "num_frames"),
+        (dict(num_frames=10), "num_frames"),
         (dict(width=40), "width"),
         (dict(qtype="count"), "qtype"),
     ],

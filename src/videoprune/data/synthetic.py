@@ -129,10 +129,11 @@ def make_scene(
     """Sample one scene deterministically from (split, seed, index).
 
     Events (moves, appearances, flashes, colour changes) are aligned to pairs of frames, so they
-    survive a temporal patch of 2. ``num_frames`` must be even and at least 8.
+    survive a temporal patch of 2. ``num_frames`` must be even and at least 12 (three objects
+    must appear at distinct frame pairs after the first).
     """
-    if num_frames < 8 or num_frames % 2:
-        raise ValueError(f"num_frames must be an even number >= 8, got {num_frames}")
+    if num_frames < 12 or num_frames % 2:
+        raise ValueError(f"num_frames must be an even number >= 12, got {num_frames}")
     if width < 3 * OBJECT_SIZE + 24 or height < 3 * OBJECT_SIZE + 24:
         raise ValueError(f"width and height must be at least {3 * OBJECT_SIZE + 24} pixels")
     rng = _rng(split, seed, index)

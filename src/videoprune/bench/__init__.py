@@ -1,0 +1,1 @@
+"""Benchmarks: speed (TTFT, throughput, memory) and accuracy vs kept tokens."""

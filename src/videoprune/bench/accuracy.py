@@ -1,0 +1,304 @@
+"""`videoprune bench accuracy`: accuracy vs kept-token fraction on the synthetic temporal video-QA.
+
+Every method sees the same freshly generated test clips (``--seed``/``--num``, the ``test``
+split, never used for training or calibration) through the same code path a user would take:
+video files -> :func:`videoprune.video.prepare_inputs` -> a patched model -> the first answer
+token (greedy). Methods, each at the kept fractions asked for:
+
+- ``none``: unpruned (fraction 1 only) — the reference accuracy.
+- ``evs``: EVS rate mode, embedding criterion (what vLLM/SGLang serve).
+- ``evs-pixel``: EVS on raw pixels, after the encoder.
+- ``evs-pre``: EVS on raw pixels before the encoder (``stage="pre_encoder"``).
+- ``evs-threshold``: EVS threshold mode; the threshold for each fraction is calibrated on the
+  ``val`` split so that the mean kept fraction matches.
+- ``random``: uniformly random tokens at EVS's budget (frame 0 whole).
+- ``uniform``: uniform frame subsampling at equal budget (fewer frames decoded).
+- ``stts``: the learned STTS scorer (needs a trained scorer).
+- ``uptrained``: an EVS-uptrained model with EVS at the same rate.
+
+The last stdout line is one JSON object with a list ``results`` of
+``{method, kept_fraction, kept_fraction_measured, accuracy, per_type, n}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+__all__ = ["AccuracyConfig", "METHODS", "run_accuracy", "evaluate"]
+
+METHODS = ("none", "evs", "evs-pixel", "evs-pre", "evs-threshold", "random", "uniform", "stts", "uptrained")
+
+
+def _csv_floats(text) -> tuple[float, ...]:
+    return tuple(float(x) for x in str(text).split(",") if x.strip()) if not isinstance(text, tuple) else text
+
+
+@dataclass
+class AccuracyConfig:
+    """Settings of the accuracy benchmark (the CLI flags are built from these fields)."""
+
+    model: str = field(default="default", metadata={"help": "model path or hub id; 'default' = the embedded model"})
+    uptrained: str | None = field(default="default-uptrained", metadata={
+        "help": "EVS-uptrained checkpoint for method 'uptrained' ('default-uptrained' = embedded; 'none' to skip)"})
+    stts_scorer: str | None = field(default="default", metadata={
+        "help": "STTS scorer weights (safetensors) for method 'stts' ('default' = embedded; 'none' to skip)"})
+    methods: str = field(default=",".join(METHODS), metadata={"help": "comma-separated methods: " + ", ".join(METHODS)})
+    fractions: str = field(default="1,0.5,0.25,0.1", metadata={"help": "comma-separated kept-token fractions in (0, 1]"})
+    seed: int = field(default=0, metadata={"help": "seed of the generated test set (test split: never trained on)"})
+    num: int = field(default=200, metadata={"help": "number of test clips"})
+    calibration_num: int = field(default=100, metadata={"help": "val clips used to calibrate evs-threshold"})
+    batch_size: int = field(default=20, metadata={"help": "clips per forward pass"})
+    out: str = field(default="benchmarks/results/accuracy", metadata={"help": "output folder (JSON, PNG, data)"})
+    data_dir: str | None = field(default=None, metadata={"help": "where test clips are written (default: OUT/data)"})
+
+    def __post_init__(self):
+        self.method_list = tuple(m.strip() for m in self.methods.split(",") if m.strip())
+        bad = [m for m in self.method_list if m not in METHODS]
+        if bad or not self.method_list:
+            raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {self.methods!r}")
+        self.fraction_list = _csv_floats(self.fractions)
+        if not self.fraction_list or any(not 0.0 < f <= 1.0 for f in self.fraction_list):
+            raise ValueError(f"fractions must be in (0, 1], got {self.fractions!r}")
+        for name in ("num", "calibration_num", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------------
+def _answer_ids(tokenizer, answers) -> dict[str, int]:
+    out = {}
+    for a in answers:
+        ids = tokenizer(a, add_special_tokens=False)["input_ids"]
+        out[a] = ids[0]
+    return out
+
+
+@torch.no_grad()
+def evaluate(model, bundle, records, *, cfg=None, num_frames: int | None = None, batch_size: int = 20, progress=None):
+    """Accuracy of ``model`` (optionally patched with ``cfg``) on ``records``.
+
+    Args:
+        bundle: :class:`videoprune.assets.ModelBundle`-like object with ``tokenizer`` and
+            ``inputs(video_path, question, num_frames=None)``.
+        records: dicts with ``video`` (absolute path), ``question``, ``answer``, ``type``.
+        cfg: an EVSConfig / STTSConfig to patch with, or None for the unpruned model.
+        num_frames: decode this many frames instead of the model's default (uniform baseline).
+
+    Returns: ``(accuracy, per_type, kept_fraction_measured)``.
+    """
+    import videoprune
+
+    handle = videoprune.patch(model, cfg) if cfg is not None else None
+    correct, per_type = [], defaultdict(list)
+    before = after = 0
+    try:
+        for start in range(0, len(records), batch_size):
+            chunk = records[start : start + batch_size]
+            batch = bundle.collate([bundle.inputs(r["video"], r["question"], num_frames=num_frames) for r in chunk])
+            n_video = int((batch["input_ids"] == model.config.video_token_id).sum())
+            logits = model(**batch).logits[:, -1]
+            if handle is not None and handle.stats is not None:
+                before += handle.stats.tokens_before
+                after += handle.stats.tokens_after
+            else:
+                # fewer frames decoded (uniform baseline): the budget is relative to the full clip
+                full = n_video * bundle.num_frames // num_frames if num_frames else n_video
+                before += full
+                after += n_video
+            pred = logits.argmax(-1).tolist()
+            for r, p in zip(chunk, pred):
+                ok = bundle.decode_token(p) == r["answer"]
+                correct.append(ok)
+                per_type[r["type"]].append(ok)
+            if progress is not None:
+                progress.update(len(chunk))
+    finally:
+        if handle is not None:
+            handle.remove()
+    acc = sum(correct) / len(correct)
+    return acc, {k: sum(v) / len(v) for k, v in sorted(per_type.items())}, after / max(before, 1)
+
+
+def calibrate_threshold(model, bundle, records, fraction: float) -> float:
+    """Threshold tau whose mean kept fraction over ``records`` (val split) is closest to ``fraction``.
+
+    Uses the model's own video features and core.evs dissimilarities (frame 0 always kept).
+    """
+    from ..core.evs import embedding_dissimilarity
+
+    ds, per_video = [], []
+    with torch.no_grad():
+        for r in records:
+            inp = bundle.inputs(r["video"], r["question"])
+            feats = model.model.get_video_features(inp["pixel_values_videos"], inp["video_grid_thw"]).pooler_output
+            feats = torch.cat(list(feats)) if isinstance(feats, (list, tuple)) else feats
+            merge = model.config.vision_config.spatial_merge_size
+            d = embedding_dissimilarity(feats, inp["video_grid_thw"], merge)
+            ds.append(d)
+            per_video.append(d.numel())
+
+    def kept(tau: float) -> float:
+        return sum(float(((d > tau) | torch.isinf(d)).float().mean()) for d in ds) / len(ds)
+
+    lo, hi = 0.0, 2.0
+    for _ in range(40):  # kept(tau) is non-increasing in tau
+        mid = (lo + hi) / 2
+        if kept(mid) > fraction:
+            lo = mid
+        else:
+            hi = mid
+    return hi if abs(kept(hi) - fraction) <= abs(kept(lo) - fraction) else lo
+
+
+# --------------------------------------------------------------------------------------------
+# the benchmark
+# --------------------------------------------------------------------------------------------
+def _records(jsonl: Path) -> list[dict]:
+    out = []
+    for line in jsonl.read_text().splitlines():
+        r = json.loads(line)
+        r["video"] = str((jsonl.parent / r["video"]).resolve())
+        out.append(r)
+    return out
+
+
+def _dataset(folder: Path, split: str, num: int, seed: int, bundle) -> list[dict]:
+    from ..data.synthetic import write_dataset
+
+    jsonl = folder / f"{split}.jsonl"
+    if not jsonl.exists() or len(jsonl.read_text().splitlines()) != num:
+        write_dataset(folder, split, num, seed, num_frames=bundle.num_frames, size=bundle.frame_size, fps=bundle.fps)
+    return _records(jsonl)
+
+
+def run_accuracy(cfg: AccuracyConfig) -> dict:
+    """Run every method at every fraction; write JSON + PNG under ``cfg.out``; return the summary."""
+    from tqdm.auto import tqdm
+
+    from .. import EVSConfig
+    from ..bundle import load_bundle
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bundle = load_bundle(cfg.model)
+    model = bundle.model
+    data = Path(cfg.data_dir) if cfg.data_dir else out / "data"
+    test = _dataset(data / f"test-seed{cfg.seed}", "test", cfg.num, cfg.seed, bundle)
+    slices = bundle.num_frames // 2
+
+    jobs = []  # (method, fraction, model, patch cfg, num_frames)
+    for method in cfg.method_list:
+        for f in cfg.fraction_list:
+            rate = 1.0 - f
+            if method == "none":
+                if f == 1.0:
+                    jobs.append((method, f, model, None, None))
+                continue
+            if f == 1.0:
+                continue  # every method is the unpruned model at fraction 1
+            if method == "evs":
+                jobs.append((method, f, model, EVSConfig(rate=rate), None))
+            elif method == "evs-pixel":
+                jobs.append((method, f, model, EVSConfig(rate=rate, criterion="pixel"), None))
+            elif method == "evs-pre":
+                jobs.append((method, f, model, EVSConfig(rate=rate, criterion="pixel", stage="pre_encoder"), None))
+            elif method == "random":
+                jobs.append((method, f, model, EVSConfig(rate=rate, criterion="random", seed=cfg.seed), None))
+            elif method == "uniform":
+                jobs.append((method, f, model, None, 2 * max(1, round(f * slices))))
+            elif method == "evs-threshold":
+                jobs.append((method, f, model, "calibrate", None))
+            elif method == "stts":
+                if cfg.stts_scorer in (None, "none"):
+                    continue
+                from ..stts import STTSConfig
+
+                jobs.append((method, f, model, STTSConfig(ratio=rate, scorer_path=bundle.resolve_scorer(cfg.stts_scorer)), None))
+            elif method == "uptrained":
+                if cfg.uptrained in (None, "none"):
+                    continue
+                jobs.append((method, f, "uptrained", EVSConfig(rate=rate), None))
+
+    uptrained = None
+    calibration = None
+    results = []
+    bar = tqdm(total=len(jobs) * len(test), desc="accuracy", unit="clip")
+    for method, f, mdl, pcfg, frames in jobs:
+        if mdl == "uptrained":
+            if uptrained is None:
+                uptrained = load_bundle(cfg.uptrained)
+            mdl = uptrained.model
+        if pcfg == "calibrate":
+            if calibration is None:
+                calibration = _dataset(data / f"val-seed{cfg.seed}", "val", cfg.calibration_num, cfg.seed, bundle)
+            tau = calibrate_threshold(model, bundle, calibration, f)
+            pcfg = EVSConfig(threshold=tau)
+        acc, per_type, measured = evaluate(mdl, bundle, test, cfg=pcfg, num_frames=frames,
+                                           batch_size=cfg.batch_size, progress=bar)
+        entry = {"method": method, "kept_fraction": f, "kept_fraction_measured": round(measured, 4),
+                 "accuracy": acc, "per_type": per_type, "n": len(test)}
+        if method == "evs-threshold":
+            entry["threshold"] = pcfg.threshold
+        results.append(entry)
+    bar.close()
+
+    summary = {"benchmark": "accuracy", "model": cfg.model, "seed": cfg.seed, "num": cfg.num,
+               "config": {k: v for k, v in asdict(cfg).items()}, "results": results}
+    (out / "accuracy.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _plot(results, out / "accuracy.png")
+    return summary
+
+
+def format_table(results: list[dict]) -> str:
+    """Method x kept fraction accuracy table, plus per-type accuracy."""
+    fractions = sorted({r["kept_fraction"] for r in results}, reverse=True)
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    cell = {(r["method"], r["kept_fraction"]): r for r in results}
+    lines = ["method          " + "".join(f"{f:>9.0%}" for f in fractions)]
+    for m in methods:
+        row = "".join(f"{cell[(m, f)]['accuracy']:>9.1%}" if (m, f) in cell else f"{'':>9}" for f in fractions)
+        lines.append(f"{m:<16}{row}")
+    types = sorted({t for r in results for t in r["per_type"]})
+    lines.append("")
+    lines.append("per question type (method @ kept fraction): " + ", ".join(types))
+    for r in results:
+        lines.append(f"  {r['method']:<14} {r['kept_fraction']:>5.0%} (measured {r['kept_fraction_measured']:.1%}): "
+                     + "  ".join(f"{r['per_type'].get(t, math.nan):.2f}" for t in types))
+    return "\n".join(lines)
+
+
+def _plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ref = next((r["accuracy"] for r in results if r["method"] == "none"), None)
+    for method in dict.fromkeys(r["method"] for r in results):
+        if method == "none":
+            continue
+        pts = sorted((r["kept_fraction_measured"], r["accuracy"]) for r in results if r["method"] == method)
+        if ref is not None and method != "uptrained":
+            pts = [(1.0, ref)] + pts
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+    if ref is not None:
+        ax.axhline(ref, color="grey", ls="--", lw=1, label="unpruned")
+    ax.set_xlabel("kept video-token fraction (measured)")
+    ax.set_ylabel("accuracy")
+    ax.set_xscale("log")
+    ax.set_xticks([0.1, 0.25, 0.5, 1.0], labels=["10%", "25%", "50%", "100%"])
+    ax.set_title("synthetic temporal video-QA: accuracy vs kept tokens")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,114 @@
+"""ModelBundle: a video VLM, its tokenizer and the preprocessing it expects, loaded in one call.
+
+``load_bundle("default")`` is the small Qwen2.5-VL-architecture model embedded in the package
+(trained on the synthetic temporal video-QA); any other argument is a local checkpoint path or
+a hub id passed to ``from_pretrained``. A checkpoint folder may hold ``videoprune.json`` with
+the preprocessing it was trained with (family, frames, fps, pixel budget, system prompt);
+without it, the family's defaults apply.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["ASSETS", "EMBEDDED", "SPEC_FILE", "ModelBundle", "load_bundle", "sample_video"]
+
+ASSETS = Path(__file__).parent / "assets"
+EMBEDDED = {"default": ASSETS / "default", "default-uptrained": ASSETS / "default-uptrained"}
+SPEC_FILE = "videoprune.json"
+SAMPLE_VIDEO = ASSETS / "sample.mp4"
+
+
+def sample_video() -> str:
+    """Path of the bundled sample clip (a held-out synthetic clip the default model was not trained on)."""
+    if not SAMPLE_VIDEO.exists():
+        raise FileNotFoundError(f"the bundled sample clip is missing: {SAMPLE_VIDEO}")
+    return str(SAMPLE_VIDEO)
+
+
+@dataclass
+class ModelBundle:
+    """A model ready for video QA, with the preprocessing that matches it."""
+
+    model: Any
+    tokenizer: Any
+    family: str
+    path: str
+    num_frames: int | None = 16
+    fps: float = 8.0
+    frame_size: int | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    system: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def inputs(self, video, question: str, num_frames: int | None = None) -> dict[str, torch.Tensor]:
+        """``prepare_inputs`` for one (video, question) with this model's preprocessing."""
+        from .video import SamplingConfig, prepare_inputs
+
+        n = num_frames or self.num_frames
+        sampling = SamplingConfig(num_frames=n, max_frames=max(n, 32)) if n else SamplingConfig(fps=self.fps)
+        return prepare_inputs(video, question, self.tokenizer, family=self.family, sampling=sampling,
+                              fps=self.fps, min_pixels=self.min_pixels, max_pixels=self.max_pixels,
+                              system=self.system)
+
+    def collate(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Left-pad several ``inputs`` dicts into one batch (video tensors concatenated in order)."""
+        pad = self.tokenizer.pad_token_id or 0
+        length = max(it["input_ids"].shape[1] for it in items)
+        out: dict[str, torch.Tensor] = {}
+        for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
+            if key not in items[0]:
+                continue
+            fill = pad if key == "input_ids" else 0
+            rows = []
+            for it in items:
+                x = it[key][0]
+                rows.append(torch.cat([x.new_full((length - x.shape[0],), fill), x]))
+            out[key] = torch.stack(rows)
+        for key in items[0]:
+            if key not in out:
+                out[key] = torch.cat([it[key] for it in items])
+        return out
+
+    def decode_token(self, token_id: int) -> str:
+        return self.tokenizer.decode([int(token_id)]).strip()
+
+    def resolve_scorer(self, name: str) -> str:
+        """'default' -> the STTS scorer shipped beside this model; anything else is a path."""
+        if name == "default":
+            p = Path(self.path) / "stts_scorer.safetensors"
+            if not p.exists():
+                raise FileNotFoundError(f"no STTS scorer ships with {self.path}; pass a scorer path")
+            return str(p)
+        return name
+
+
+def load_bundle(name_or_path: str = "default", dtype: torch.dtype | None = None, device: str | None = None) -> ModelBundle:
+    """Load a model + tokenizer + preprocessing spec.
+
+    Args:
+        name_or_path: ``"default"`` / ``"default-uptrained"`` (embedded), a local checkpoint
+            folder, or a hub id (needs network access the first time).
+        dtype, device: passed to ``from_pretrained`` / ``.to``.
+    """
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    path = EMBEDDED.get(name_or_path, name_or_path)
+    if name_or_path in EMBEDDED and not Path(path, "config.json").exists():
+        raise FileNotFoundError(f"the embedded model {name_or_path!r} is missing from {path}")
+    local = Path(path)
+    spec = json.loads((local / SPEC_FILE).read_text()) if (local / SPEC_FILE).exists() else {}
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    model = AutoModelForImageTextToText.from_pretrained(str(path), **kwargs).eval()
+    if device is not None:
+        model = model.to(device)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    family = spec.pop("family", model.config.model_type)
+    known = {k: spec.pop(k) for k in ("num_frames", "fps", "frame_size", "min_pixels", "max_pixels", "system") if k in spec}
+    return ModelBundle(model=model, tokenizer=tokenizer, family=family, path=str(path), extra=spec, **known)

@@ -1,0 +1,86 @@
+"""The accuracy harness on a tiny random model: every field, honest budgets, the same clips for all."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("av")
+
+from videoprune.bench.accuracy import AccuracyConfig, format_table, run_accuracy  # noqa: E402
+from videoprune.bundle import load_bundle  # noqa: E402
+from videoprune.data.qa_model import build_qa_model, save_bundle  # noqa: E402
+from videoprune.data.tokenizer import build_word_tokenizer  # noqa: E402
+
+NUM = 6
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-qa")
+    tok = build_word_tokenizer()
+    save_bundle(build_qa_model(tok, "tiny"), tok, path, num_frames=12)
+    return str(path)
+
+
+def test_bundle_round_trips_model_tokenizer_and_spec(tiny_bundle):
+    """load_bundle restores the saved weights, tokenizer and preprocessing spec."""
+    bundle = load_bundle(tiny_bundle)
+    assert bundle.family == "qwen2_5_vl" and bundle.num_frames == 12 and bundle.system == ""
+    inp = bundle.inputs(_clip(), "which object moved ?")
+    n_video = int((inp["input_ids"] == bundle.model.config.video_token_id).sum())
+    assert n_video == 6 * 16  # 12 frames -> 6 slices of 4x4 tokens
+
+
+def _clip():
+    from videoprune.data.synthetic import make_scene, render_scene
+
+    return render_scene(make_scene("test", 0, 0, num_frames=12))
+
+
+def test_collate_left_pads_and_concatenates_video(tiny_bundle):
+    """collate() left-pads ids/masks and concatenates the video tensors in order."""
+    bundle = load_bundle(tiny_bundle)
+    a = bundle.inputs(_clip(), "which object moved ?")
+    b = bundle.inputs(_clip(), "how many times did the circle flash ?")
+    batch = bundle.collate([a, b])
+    la, lb = a["input_ids"].shape[1], b["input_ids"].shape[1]
+    assert batch["input_ids"].shape == (2, max(la, lb))
+    assert batch["attention_mask"].sum(1).tolist() == [la, lb]
+    assert torch.equal(batch["pixel_values_videos"], torch.cat([a["pixel_values_videos"], b["pixel_values_videos"]]))
+    with torch.no_grad():
+        out = bundle.model(**batch).logits
+    assert out.shape[:2] == batch["input_ids"].shape
+
+
+def test_harness_reports_every_method_with_honest_budgets(tiny_bundle, tmp_path, capsys):
+    """JSON has method/kept_fraction/accuracy per entry; measured fractions follow retained_count."""
+    cfg = AccuracyConfig(model=tiny_bundle, uptrained="none", stts_scorer="none",
+                         methods="none,evs,evs-pixel,random,uniform,evs-threshold", fractions="1,0.5",
+                         num=NUM, calibration_num=3, batch_size=4, out=str(tmp_path / "acc"))
+    summary = run_accuracy(cfg)
+    results = summary["results"]
+    got = {(r["method"], r["kept_fraction"]) for r in results}
+    assert got == {("none", 1.0), ("evs", 0.5), ("evs-pixel", 0.5), ("random", 0.5), ("uniform", 0.5), ("evs-threshold", 0.5)}
+    for r in results:
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["n"] == NUM
+        assert set(r["per_type"]) <= {"moved", "direction", "appeared_first", "flash_count", "colour_change"}
+    by = {r["method"]: r for r in results}
+    # 6 slices x 16 tokens, rate 0.5 -> retained_count = 48 of 96 for every clip; uniform keeps 3 of 6 slices
+    for m in ("evs", "evs-pixel", "random", "uniform"):
+        assert by[m]["kept_fraction_measured"] == pytest.approx(0.5)
+    assert by["none"]["kept_fraction_measured"] == 1.0
+    saved = json.loads((tmp_path / "acc" / "accuracy.json").read_text())
+    assert saved["results"] == json.loads(json.dumps(results))
+    assert (tmp_path / "acc" / "accuracy.png").stat().st_size > 1000
+    assert "evs" in format_table(results)
+
+
+def test_bad_accuracy_config_is_rejected():
+    with pytest.raises(ValueError, match="methods"):
+        AccuracyConfig(methods="evs,fastv")
+    with pytest.raises(ValueError, match="fractions"):
+        AccuracyConfig(fractions="0.5,1.5")
