@@ -445,6 +445,8 @@ def _all_mean(value: float, d: _Dist) -> float:
 def _wrap(cfg: TrainConfig, d: _Dist, model):
     if d.world_size == 1:
         return model
+    if cfg.strategy == "fsdp" and d.device.type != "cuda":
+        raise ValueError("strategy='fsdp' needs CUDA devices (torch FSDP has no CPU backend); use strategy='ddp' on CPU")
     if cfg.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
