@@ -393,7 +393,7 @@ def train(cfg: TrainConfig, on_step: Callable[[StepInfo], Any] | None = None, pr
                     if cfg.method == "stts":
                         if aux is None:
                             raise RuntimeError("the STTS patch returned no outputs.stts_aux_loss in training mode")
-                        loss = loss + cfg.stts_aux_weight * aux
+                        loss = loss + aux  # the STTS patch returns it already weighted by aux_loss_weight
                         aux_losses.append(float(aux.detach()))
                 (loss / cfg.grad_accum).backward()
                 losses.append(float(outputs.loss.detach()))
