@@ -77,12 +77,34 @@ def _analyze_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------------
+def _train_parser(p: argparse.ArgumentParser) -> None:
+    from .train.config import TrainConfig  # noqa: PLC0415
+
+    add_config_args(p, TrainConfig)
+
+
+def _train_run(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train  # noqa: PLC0415
+
+    cfg = config_from_args(TrainConfig, args)
+    result = train(cfg, progress=sys.stderr.isatty() or args.progress)
+    print(json.dumps({"steps": result.steps, "final_loss": result.losses[-1] if result.losses else None,
+                      "checkpoint": result.checkpoint_dir, "export": result.export_dir,
+                      "skipped_lines": [b.line for b in result.skipped]}))
+    return 0
+
+
 Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 # name -> (one-line help, add flags, run). Adding a subcommand is adding an entry here.
 SUBCOMMANDS: dict[str, Subcommand] = {
     "analyze": ("show which video tokens EVS keeps: summary, PNG contact sheet, JSON report",
                 _analyze_parser, _analyze_run),
+    "train": ("fine-tune a video VLM with pruning on (EVS uptraining; torchrun for DDP/FSDP) and export it",
+              _train_parser, _train_run),
 }
 
 

@@ -10,7 +10,11 @@ How it works (no transformers forward is copied):
      language model with the gathered embeddings, positions and attention mask (length L');
   4. on decode steps (cache already filled) it maps generate's full-length attention mask
      ``(B, L + s)`` onto the cache's pruned layout ``(B, L' + s)``; position ids from generate
-     are already the unpruned ones, and missing ones are rebuilt from the pruned rope delta.
+     are already the unpruned ones, and missing ones are rebuilt from the pruned rope delta;
+  5. when ``labels`` ``(B, L)`` are passed to the outer ``*ForConditionalGeneration.forward``
+     (training), that forward is wrapped to run without them, and the loss is computed by the
+     model's own ``loss_function`` on the pruned logits with the labels gathered by the same
+     KeepPlan (padding slots -> -100).
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ class PruneHandle:
     _saved: list = field(default_factory=list)  # (module, method name, previous instance attr or _MISSING)
     _call: dict | None = None
     _state: _DecodeState | None = None
+    _plan: KeepPlan | None = None  # plan of the last pruned prefill (labels are gathered with it)
     # (encoder output, its inputs) of recent get_video_features calls: generate encodes videos
     # before the first forward and passes only the features (no grid, no pixels).
     _encoded: list = field(default_factory=list)
@@ -91,6 +96,7 @@ class PruneHandle:
         self._saved.clear()
         self._encoded.clear()
         self._state = None
+        self._plan = None
         delattr(self.model, _HANDLE_ATTR)
 
 
@@ -104,6 +110,10 @@ def patch(model: torch.nn.Module, cfg: EVSConfig | None = None) -> PruneHandle:
 
     Guarantees: kept tokens, and all text, keep their unpruned position ids; decoding continues
     from the unpruned next position; logits come back in the pruned layout ``(B, L', V)``.
+    With ``labels`` ``(B, L)`` (keyword), ``outputs.loss`` is the model's causal-LM loss on that
+    pruned layout, labels gathered by the same plan (= the loss of the explicit reference that
+    gathers kept embeddings, original positions and labels). Labels on pruned video tokens are
+    an error, as are labels on padding (they would silently drop out of the loss): set them to -100.
 
     Raises:
         ValueError: unsupported model family, or settings the family cannot honour.
@@ -159,12 +169,48 @@ def patch(model: torch.nn.Module, cfg: EVSConfig | None = None) -> PruneHandle:
             return lm_fwd(**kwargs)
         return lm_fwd(**_decode(handle, kwargs, past))
 
-    for module, name, fn in ((inner, "forward", inner_forward), (lm, "forward", lm_forward),
-                             (inner, "get_video_features", get_video_features)):
+    wrapped = [(inner, "forward", inner_forward), (lm, "forward", lm_forward),
+               (inner, "get_video_features", get_video_features)]
+    if inner is not model:  # a *ForConditionalGeneration: it owns lm_head and the loss
+        outer_fwd = model.forward
+
+        @functools.wraps(outer_fwd)
+        def outer_forward(*args, **kwargs):
+            labels = kwargs.pop("labels", None)
+            if labels is None or not handle.enabled:
+                return outer_fwd(*args, **kwargs) if labels is None else outer_fwd(*args, labels=labels, **kwargs)
+            return _forward_with_labels(handle, outer_fwd, args, kwargs, labels)
+
+        wrapped.append((model, "forward", outer_forward))
+    for module, name, fn in wrapped:
         handle._saved.append((module, name, module.__dict__.get(name, _MISSING)))
         setattr(module, name, fn)
     setattr(model, _HANDLE_ATTR, handle)
     return handle
+
+
+def _forward_with_labels(handle: PruneHandle, outer_fwd, args, kwargs: dict, labels: torch.Tensor):
+    """Run the outer forward without labels, then the model's loss on the pruned layout."""
+    if kwargs.get("logits_to_keep", 0) not in (0, None):
+        raise ValueError("labels with logits_to_keep != 0 are not supported by the videoprune patch")
+    if kwargs.get("return_dict") is False:
+        raise ValueError("labels with return_dict=False are not supported by the videoprune patch")
+    handle._plan = None
+    out = outer_fwd(*args, **kwargs)
+    plan, handle._plan = handle._plan, None
+    if plan is not None:
+        labels = labels.to(plan.keep.device)
+        if labels.shape != plan.keep.shape:
+            raise ValueError(f"labels must have the shape of input_ids {tuple(plan.keep.shape)}, got {tuple(labels.shape)}")
+        if bool((~plan.keep & (labels != -100)).any()):
+            raise ValueError("labels are set on tokens the pruned batch drops (pruned video tokens or padding); "
+                             "set labels to -100 there: the loss belongs on answer tokens")
+        labels = plan.gather(labels).masked_fill(plan.attention_mask == 0, -100)
+    model = handle.model
+    loss_kwargs = {k: kwargs[k] for k in ("num_items_in_batch", "ignore_index") if k in kwargs}
+    loss = model.loss_function(logits=out.logits, labels=labels.to(out.logits.device),
+                               vocab_size=model.config.get_text_config().vocab_size, **loss_kwargs)
+    return type(out)(**{"loss": loss, **{k: v for k, v in out.items() if k != "loss"}})
 
 
 def _resolve_call(handle: PruneHandle) -> dict:
@@ -214,7 +260,8 @@ def _prefill(handle: PruneHandle, layout, kwargs: dict) -> dict:
     video_embeds = embeds[placeholder]
     on_grid = layout.grid_token_mask
     features = video_embeds if on_grid is None else video_embeds[on_grid.to(embeds.device)]
-    grid_keep = adapter.select(cfg, layout, features, handle._call).to(embeds.device)
+    # Selection is a hard top-k (no gradient); detached so that training with autograd works.
+    grid_keep = adapter.select(cfg, layout, features.detach(), handle._call).to(embeds.device)
     if on_grid is None:
         video_keep, grid_for_stats = grid_keep, layout.grid_thw
     else:
@@ -230,6 +277,7 @@ def _prefill(handle: PruneHandle, layout, kwargs: dict) -> dict:
         new_mask = new_mask.to(attn.dtype)
     out = dict(kwargs, inputs_embeds=plan.gather(embeds), position_ids=positions, attention_mask=new_mask)
     out = adapter.prune_lm_kwargs(out, plan)
+    handle._plan = plan
     handle._state = _DecodeState(full_len=length, pruned_len=plan.pruned_length, pruned_mask=new_mask,
                                  delta=rope_deltas(positions, plan))
     handle.stats = PruneStats(videos=tuple(videos), sequence_length_before=length,

@@ -1,0 +1,484 @@
+"""The training loop: one process or torchrun (DDP / FSDP), exact checkpoint/resume, CSV + TensorBoard, HF export.
+
+Data path of one optimizer step on rank r: ShardedSchedule picks the rank's micro-batches ->
+VideoQADataset decodes and tokenises them -> the EVS-patched model prunes video tokens at the
+language-model input with this micro-batch's rate and returns the loss on answer tokens (labels
+gathered by the same KeepPlan) -> backward (gradients all-reduced by DDP on the last micro-batch)
+-> clip, AdamW, LR schedule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .config import TINY_MODELS, TrainConfig
+from .rates import rate_for_step
+
+__all__ = ["StepInfo", "TrainResult", "train", "latest_checkpoint"]
+
+CSV_FIELDS = ("step", "epoch", "loss", "rate", "lr", "kept_fraction", "aux_loss", "seconds")
+
+
+@dataclass
+class StepInfo:
+    """What ``on_step`` sees after optimizer step ``step`` (1-based), gradients still in place."""
+
+    step: int
+    loss: float  # mean over ranks and micro-batches
+    local_loss: float  # this rank's mean over its micro-batches
+    rates: list[float]  # one per micro-batch (identical on every rank)
+    lr: float
+    kept_fraction: float  # video tokens kept / before, this rank's last micro-batch (1.0 without video)
+    indices: list[int]  # this rank's sample indices (into the usable records) in this step
+    model: torch.nn.Module  # as trained (DDP/FSDP-wrapped under torchrun)
+    rank: int
+    world_size: int
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    losses: list[float] = field(default_factory=list)  # global mean loss per step run in this call
+    export_dir: str | None = None
+    checkpoint_dir: str | None = None
+    skipped: list = field(default_factory=list)  # BadVideo entries dropped from the data
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self):
+        if self.world_size > 1:
+            torch.distributed.barrier()
+
+
+def _setup_distributed(cfg: TrainConfig) -> _Dist:
+    import torch.distributed as dist
+
+    want_cuda = cfg.device.startswith("cuda") if cfg.device else torch.cuda.is_available()
+    if want_cuda and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but CUDA is not available")
+    owns = False
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group(backend="nccl" if want_cuda else "gloo")
+        owns = True
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if want_cuda:
+        if cfg.device and ":" in cfg.device and world == 1:
+            device = torch.device(cfg.device)
+        else:
+            device = torch.device("cuda", local % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    return _Dist(rank, world, local, device, owns)
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------------------------
+# model, tokenizer, method
+# --------------------------------------------------------------------------------------------
+def _load(cfg: TrainConfig, log):
+    """(model float32 on CPU, tokenizer, processor or None)."""
+    if cfg.model.startswith("tiny:"):
+        from .tiny import tiny_model
+        from .tokenizer import build_word_tokenizer
+
+        if cfg.model not in TINY_MODELS:
+            raise ValueError(f"model {cfg.model!r}: unknown built-in; known: {', '.join(TINY_MODELS)}")
+        tok = build_word_tokenizer()
+        return tiny_model(cfg.model, tok, seed=cfg.seed), tok, None
+    from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+    model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=torch.float32)
+    source = cfg.tokenizer or cfg.model
+    try:
+        processor = AutoProcessor.from_pretrained(source)
+        tok = getattr(processor, "tokenizer", processor)
+    except (OSError, ValueError, TypeError) as e:
+        log(f"no processor at {source!r} ({e}); the export will carry the tokenizer only")
+        processor, tok = None, AutoTokenizer.from_pretrained(source)
+    return model, tok, processor
+
+
+def _apply_lora(cfg: TrainConfig, model):
+    from peft import LoraConfig, get_peft_model
+
+    names = [n.strip() for n in cfg.lora_targets.split(",") if n.strip()]
+    if not names:
+        raise ValueError("lora_targets must name at least one module")
+    # Only the language model: vision towers reuse names like q_proj (SigLIP) that must stay frozen.
+    pattern = r".*language_model.*\.(" + "|".join(names) + r")"
+    lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=pattern)
+    try:
+        return get_peft_model(model, lcfg)
+    except ValueError as e:
+        raise ValueError(f"lora_targets {cfg.lora_targets!r} matched no language-model module: {e}") from None
+
+
+def _patch_method(cfg: TrainConfig, base, first_rate: float):
+    import videoprune
+
+    if cfg.method == "evs":
+        return videoprune.patch(base, videoprune.EVSConfig(rate=first_rate))
+    from ..stts import STTSConfig
+
+    try:
+        return videoprune.patch(base, STTSConfig(ratio=cfg.stts_ratio, aux_loss_weight=cfg.stts_aux_weight))
+    except ValueError as e:
+        if "EVSConfig" in str(e):
+            raise ValueError("--method stts needs the STTS model patch (videoprune.patch with an STTSConfig), "
+                             "which this build does not have yet; use --method evs") from None
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------------
+def latest_checkpoint(output_dir) -> Path | None:
+    """The complete checkpoint with the highest step under ``output_dir/checkpoints``, or None."""
+    root = Path(output_dir) / "checkpoints"
+    done = sorted(p for p in root.glob("step_*") if (p / "COMPLETE").exists()) if root.is_dir() else []
+    return done[-1] if done else None
+
+
+def _state_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+
+
+def _save_checkpoint(path: Path, d: _Dist, model, optimizer, scheduler, step: int, cfg: TrainConfig) -> None:
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_sd, optim_sd = get_state_dict(model, optimizer, options=_state_options())  # collective under FSDP
+    path.mkdir(parents=True, exist_ok=True)
+    d.barrier()
+    if d.main:
+        torch.save({"model": model_sd, "optimizer": optim_sd, "scheduler": scheduler.state_dict(), "step": step,
+                    "world_size": d.world_size, "config": dataclasses.asdict(cfg)}, path / "trainer.pt")
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if d.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(d.device)
+    torch.save(rng, path / f"rng_rank{d.rank}.pt")
+    d.barrier()
+    if d.main:
+        (path / "COMPLETE").write_text(json.dumps({"step": step}))
+    d.barrier()
+
+
+# fields that must match for a resumed run to continue the same trajectory
+_RESUME_FIELDS = ("data", "model", "method", "rate_dist", "batch_size", "grad_accum", "seed", "lora", "lora_r",
+                  "lora_targets", "strategy", "num_frames", "fps", "min_pixels", "max_pixels", "on_bad_video")
+
+
+def _load_checkpoint(path: Path, d: _Dist, model, optimizer, scheduler, cfg: TrainConfig) -> tuple[int, dict]:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    if not (path / "COMPLETE").exists():
+        raise ValueError(f"resume: {str(path)!r} is not a complete checkpoint (no COMPLETE marker)")
+    state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
+    if state["world_size"] != d.world_size:
+        raise ValueError(f"resume: checkpoint was written by {state['world_size']} ranks, this run has "
+                         f"{d.world_size}; exact resume needs the same world size")
+    saved = state["config"]
+    diff = [k for k in _RESUME_FIELDS if saved.get(k) != getattr(cfg, k)]
+    if diff:
+        raise ValueError(f"resume: settings differ from the checkpoint's: {', '.join(diff)}")
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                   options=StateDictOptions(full_state_dict=True, strict=False))
+    scheduler.load_state_dict(state["scheduler"])
+    rng_file = path / f"rng_rank{d.rank}.pt"
+    if not rng_file.exists():
+        raise ValueError(f"resume: {str(rng_file)!r} is missing")
+    return int(state["step"]), torch.load(rng_file, map_location="cpu", weights_only=False)
+
+
+def _restore_rng(rng: dict, d: _Dist) -> None:
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and d.device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], d.device)
+
+
+# --------------------------------------------------------------------------------------------
+# logging
+# --------------------------------------------------------------------------------------------
+class _Logger:
+    """Rank 0 only: ``metrics.csv`` (one row per logged step) and TensorBoard scalars under ``tb/``."""
+
+    def __init__(self, out: Path, start_step: int, enabled: bool):
+        self.enabled = enabled
+        if not enabled:
+            return
+        self.csv_path = out / "metrics.csv"
+        rows = []
+        if start_step > 0 and self.csv_path.exists():  # a resumed run rewrites the steps it redoes
+            with self.csv_path.open() as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= start_step]
+        self.fh = self.csv_path.open("w", newline="")
+        self.writer = csv.DictWriter(self.fh, fieldnames=CSV_FIELDS)
+        self.writer.writeheader()
+        self.writer.writerows(rows)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(log_dir=str(out / "tb"), purge_step=start_step + 1 if start_step else None)
+
+    def log(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self.writer.writerow(row)
+        self.fh.flush()
+        for key in ("loss", "rate", "lr", "kept_fraction", "aux_loss"):
+            if row.get(key) not in (None, ""):
+                self.tb.add_scalar(f"train/{key}", float(row[key]), row["step"])
+
+    def close(self) -> None:
+        if self.enabled:
+            self.fh.close()
+            self.tb.close()
+
+
+def _lr_lambda(cfg: TrainConfig, total: int):
+    import math
+
+    def f(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return 1.0
+        frac = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+        return 1.0 - frac if cfg.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
+
+    return f
+
+
+# --------------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------------
+def train(cfg: TrainConfig, on_step: Callable[[StepInfo], Any] | None = None, progress: bool | None = None) -> TrainResult:
+    """Fine-tune ``cfg.model`` on ``cfg.data`` with pruning on; see :class:`TrainConfig` and docs/train.md.
+
+    Runs as one process, or as one rank of ``torchrun`` (or of a process group the caller has
+    already initialised). Returns on every rank; the export is written by rank 0 to
+    ``output_dir/export`` (a standard HF checkpoint, LoRA merged, ``config.video_pruning_rate``
+    = :attr:`TrainConfig.serving_rate`).
+    """
+    if not isinstance(cfg, TrainConfig):
+        raise ValueError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    from ..video import SamplingConfig, get_family
+    from .data import ShardedSchedule, VideoQADataset, _MicroBatches, read_jsonl
+
+    d = _setup_distributed(cfg)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        if d.main:
+            print(f"videoprune train: {msg}", file=sys.stderr, flush=True)
+
+    try:
+        # ---- data: every rank reads the same usable list; its shard comes from the schedule ----
+        records, skipped = read_jsonl(cfg.data, cfg.on_bad_video, progress=bool(progress) and d.main)
+        for bad in skipped:
+            log(f"skipped bad video: {cfg.data}:{bad}")
+        # ---- model: identical initial weights on every rank (same seed), then per-rank RNG ----
+        _seed_all(cfg.seed)
+        model, tokenizer, processor = _load(cfg, log)
+        family = get_family(model.config.model_type).name
+        sampling = SamplingConfig(fps=cfg.fps, num_frames=cfg.num_frames, max_frames=cfg.max_frames)
+        dataset = VideoQADataset(records, tokenizer, family, sampling=sampling, min_pixels=cfg.min_pixels,
+                                 max_pixels=cfg.max_pixels)
+        schedule = ShardedSchedule(len(records), cfg.batch_size, d.rank, d.world_size, cfg.seed)
+        steps_per_epoch = schedule.micro_per_epoch // cfg.grad_accum
+        total = cfg.max_steps or cfg.epochs * steps_per_epoch
+        if total < 1:
+            raise ValueError(f"{schedule.micro_per_epoch} micro-batches per rank per epoch cannot fill one step of "
+                             f"grad_accum={cfg.grad_accum}; set max_steps or use more data")
+
+        dist_rate = cfg.rate_distribution
+        if cfg.lora:
+            trainable = _apply_lora(cfg, model)
+            base = trainable.get_base_model()
+        else:
+            trainable = base = model
+            for p in model.parameters():
+                p.requires_grad_(True)
+        handle = _patch_method(cfg, base, rate_for_step(dist_rate, cfg.seed, 0, 0))
+        trainable.to(d.device)
+        _seed_all(cfg.seed * 1000 + d.rank)  # dropout etc. differ per rank, reproducibly
+        wrapped = _wrap(cfg, d, trainable)
+        params = [p for p in wrapped.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total))
+
+        start = 0
+        rng = None
+        if cfg.resume:
+            path = latest_checkpoint(out) if cfg.resume == "auto" else Path(cfg.resume)
+            if path is None:
+                log("resume=auto: no complete checkpoint yet, starting from step 0")
+            else:
+                start, rng = _load_checkpoint(path, d, wrapped, optimizer, scheduler, cfg)
+                log(f"resumed from {path} at step {start}")
+        if start >= total:
+            raise ValueError(f"resume: checkpoint is at step {start}, nothing left of {total} steps")
+
+        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and d.device.type == "cuda"
+                                                and torch.cuda.is_bf16_supported())
+        autocast = lambda: torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=use_bf16)  # noqa: E731
+        loader = torch.utils.data.DataLoader(
+            _MicroBatches(dataset, schedule, start * cfg.grad_accum, total * cfg.grad_accum, tokenizer.pad_token_id),
+            batch_size=None, shuffle=False, num_workers=cfg.num_workers)
+        batches = iter(loader)
+        logger = _Logger(out, start, d.main)
+        show = (sys.stderr.isatty() if progress is None else progress) and d.main
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=start, desc=f"train {cfg.method}", unit="step", disable=not show,
+                   file=sys.stderr)
+        if rng is not None:
+            _restore_rng(rng, d)
+        log(f"{len(records)} samples ({len(skipped)} skipped), {d.world_size} rank(s), {total} steps, "
+            f"{'bf16 autocast' if use_bf16 else 'fp32'} on {d.device}")
+        result = TrainResult(steps=start, skipped=skipped)
+        wrapped.train()
+        for step in range(start, total):
+            t0 = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            losses, aux_losses, rates, indices, kept = [], [], [], [], 1.0
+            for a in range(cfg.grad_accum):
+                batch = next(batches)
+                indices += batch.pop("index").tolist()
+                batch = {k: v.to(d.device) for k, v in batch.items()}
+                rate = rate_for_step(dist_rate, cfg.seed, step, a) if cfg.method == "evs" else cfg.stts_ratio
+                if cfg.method == "evs":
+                    handle.config = dataclasses.replace(handle.config, rate=rate)
+                rates.append(rate)
+                sync = a == cfg.grad_accum - 1 or d.world_size == 1 or not hasattr(wrapped, "no_sync")
+                with (contextlib.nullcontext() if sync else wrapped.no_sync()), autocast():
+                    outputs = wrapped(**batch)
+                    loss = outputs.loss
+                    aux = getattr(outputs, "stts_aux_loss", None)
+                    if cfg.method == "stts":
+                        if aux is None:
+                            raise RuntimeError("the STTS patch returned no outputs.stts_aux_loss in training mode")
+                        loss = loss + aux  # the STTS patch returns it already weighted by aux_loss_weight
+                        aux_losses.append(float(aux.detach()))
+                (loss / cfg.grad_accum).backward()
+                losses.append(float(outputs.loss.detach()))
+                if handle.stats is not None and handle.stats.tokens_before:
+                    kept = handle.stats.tokens_after / handle.stats.tokens_before
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            local = sum(losses) / len(losses)
+            mean = _all_mean(local, d)
+            result.losses.append(mean)
+            result.steps = step + 1
+            if on_step is not None:
+                on_step(StepInfo(step + 1, mean, local, rates, lr, kept, indices, wrapped, d.rank, d.world_size))
+            if (step + 1) % cfg.log_every == 0 or step + 1 == total:
+                logger.log({"step": step + 1, "epoch": f"{(step * cfg.grad_accum) / schedule.micro_per_epoch:.4f}",
+                            "loss": f"{mean:.6f}", "rate": f"{sum(rates) / len(rates):.6f}", "lr": f"{lr:.6g}",
+                            "kept_fraction": f"{kept:.6f}",
+                            "aux_loss": f"{sum(aux_losses) / len(aux_losses):.6f}" if aux_losses else "",
+                            "seconds": f"{time.perf_counter() - t0:.3f}"})
+            bar.update(1)
+            bar.set_postfix(loss=f"{mean:.4f}", rate=f"{rates[-1]:.2f}")
+            if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == total:
+                ckpt = out / "checkpoints" / f"step_{step + 1:07d}"
+                _save_checkpoint(ckpt, d, wrapped, optimizer, scheduler, step + 1, cfg)
+                result.checkpoint_dir = str(ckpt)
+        bar.close()
+        logger.close()
+        if not cfg.no_export:
+            result.export_dir = _export(cfg, d, wrapped, trainable, handle, tokenizer, processor, out / "export")
+            log(f"exported to {result.export_dir}")
+        d.barrier()
+        return result
+    finally:
+        if d.owns_group:
+            torch.distributed.destroy_process_group()
+
+
+def _all_mean(value: float, d: _Dist) -> float:
+    if d.world_size == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=d.device)
+    torch.distributed.all_reduce(t)
+    return float(t.item()) / d.world_size
+
+
+def _wrap(cfg: TrainConfig, d: _Dist, model):
+    if d.world_size == 1:
+        return model
+    if cfg.strategy == "fsdp" and d.device.type != "cuda":
+        raise ValueError("strategy='fsdp' needs CUDA devices (torch FSDP has no CPU backend); use strategy='ddp' on CPU")
+    if cfg.strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    import functools
+
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    layers = {type(m) for m in model.modules() if type(m).__name__ in names}
+    policy = functools.partial(transformer_auto_wrap_policy, transformer_layer_cls=layers) if layers else None
+    return FSDP(model, auto_wrap_policy=policy, use_orig_params=True,
+                device_id=d.device if d.device.type == "cuda" else None)
+
+
+def _export(cfg: TrainConfig, d: _Dist, wrapped, trainable, handle, tokenizer, processor, path: Path) -> str:
+    """Rank 0 writes a standard HF checkpoint: patch removed, LoRA merged, the serving rate in its config."""
+    full = None
+    if cfg.strategy == "fsdp" and d.world_size > 1:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(wrapped, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if d.main:
+        handle.remove()
+        model = trainable.merge_and_unload() if cfg.lora else trainable
+        rate = cfg.serving_rate
+        if rate is not None:
+            model.config.video_pruning_rate = rate  # the key serving engines read (vLLM, SGLang)
+        model.config.videoprune_training = {"method": cfg.method, "rate_dist": cfg.rate_dist,
+                                            "export_rate": rate, "lora": cfg.lora}
+        path.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(path), state_dict=full)
+        (processor or tokenizer).save_pretrained(str(path))
+    return str(path)

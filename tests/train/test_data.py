@@ -1,0 +1,101 @@
+"""Training data: labels only on answer tokens, disjoint rank shards, bad videos reported by line and skipped or fatal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from trainkit import FRAMES, PIXELS, tiny_config
+from videoprune.train import build_word_tokenizer, train
+from videoprune.train.data import IGNORE, ShardedSchedule, VideoQADataset, collate, read_jsonl
+from videoprune.video import SamplingConfig
+
+
+def test_labels_cover_exactly_the_answer_and_end_of_turn(toy_jsonl):
+    tok = build_word_tokenizer()
+    records, _ = read_jsonl(toy_jsonl)
+    ds = VideoQADataset(records, tok, "qwen2_5_vl", sampling=SamplingConfig(num_frames=FRAMES),
+                        min_pixels=PIXELS, max_pixels=PIXELS)
+    item = ds[0]
+    labelled = item["labels"] != IGNORE
+    assert tok.decode(item["labels"][labelled]) == f"{records[0].answer} <|im_end|>"
+    assert torch.equal(item["input_ids"][labelled], item["labels"][labelled])
+    assert not labelled[: -labelled.sum()].any()  # nothing before the answer
+
+
+def test_collate_left_pads_with_ignored_labels(toy_jsonl):
+    tok = build_word_tokenizer()
+    records, _ = read_jsonl(toy_jsonl)
+    ds = VideoQADataset(records, tok, "qwen2_5_vl", sampling=SamplingConfig(num_frames=FRAMES),
+                        min_pixels=PIXELS, max_pixels=PIXELS)
+    a, b = ds[0], ds[1]
+    batch = collate([a, b], tok.pad_token_id)
+    for row, item in enumerate((a, b)):
+        n = item["input_ids"].shape[0]
+        pad = batch["input_ids"].shape[1] - n
+        assert torch.equal(batch["input_ids"][row, pad:], item["input_ids"])
+        assert (batch["labels"][row, :pad] == IGNORE).all() and (batch["attention_mask"][row, :pad] == 0).all()
+    assert batch["video_grid_thw"].shape[0] == 2
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_rank_shards_are_disjoint_and_equal_sized(world):
+    n, bs = 11, 2
+    per_rank = [[i for m in range(ShardedSchedule(n, bs, r, world, seed=5).micro_per_epoch)
+                 for i in ShardedSchedule(n, bs, r, world, seed=5).micro_batch(m)] for r in range(world)]
+    flat = [i for shard in per_rank for i in shard]
+    assert len(set(flat)) == len(flat)
+    assert len({len(s) for s in per_rank}) == 1 and len(per_rank[0]) == (n // world) // bs * bs
+
+
+def test_next_epoch_reshuffles():
+    s = ShardedSchedule(8, 4, 0, 1, seed=0)
+    assert s.micro_batch(0) + s.micro_batch(1) != s.micro_batch(2) + s.micro_batch(3)
+
+
+@pytest.fixture
+def broken_jsonl(toy_jsonl, tmp_path):
+    """The toy data with line 2's video missing and line 4's video replaced by garbage bytes."""
+    root = tmp_path / "broken"
+    shutil.copytree(toy_jsonl.parent, root)
+    lines = (root / toy_jsonl.name).read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    (root / rows[1]["video"]).unlink()
+    (root / rows[3]["video"]).write_bytes(b"not a video at all" * 100)
+    return root / toy_jsonl.name
+
+
+def test_bad_video_is_fatal_with_its_line_number(broken_jsonl):
+    with pytest.raises(ValueError, match=r"train\.jsonl:2: bad video"):
+        read_jsonl(broken_jsonl, "error")
+
+
+def test_bad_videos_are_skipped_and_reported_by_line(broken_jsonl):
+    records, bad = read_jsonl(broken_jsonl, "skip")
+    assert [r.line for r in records] == [1, 3]
+    assert [b.line for b in bad] == [2, 4]
+
+
+def test_training_with_skip_never_reads_a_bad_video(broken_jsonl, tmp_path, capsys):
+    seen = []
+    result = train(tiny_config(broken_jsonl, tmp_path / "out", max_steps=2, on_bad_video="skip", no_export=True),
+                   on_step=lambda s: seen.extend(s.indices))
+    assert [b.line for b in result.skipped] == [2, 4] and set(seen) <= {0, 1}
+    assert "train.jsonl:line 2" in capsys.readouterr().err
+
+
+def test_training_with_error_stops_before_any_step(broken_jsonl, tmp_path):
+    steps = []
+    with pytest.raises(ValueError, match=r":2: bad video"):
+        train(tiny_config(broken_jsonl, tmp_path / "out", no_export=True), on_step=steps.append)
+    assert steps == []
+
+
+def test_malformed_line_names_its_number(tmp_path):
+    bad = tmp_path / "d.jsonl"
+    bad.write_text('{"video": "a.mp4", "question": "q", "answer": "a"}\n{oops\n')
+    with pytest.raises(ValueError, match=r"d\.jsonl:2: not valid JSON"):
+        read_jsonl(bad, "skip")  # line 1's missing video is skipped; line 2 is malformed, always fatal

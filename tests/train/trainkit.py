@@ -1,0 +1,15 @@
+"""Small builders for the training tests: a TrainConfig for the tiny model on the toy clips."""
+
+from __future__ import annotations
+
+from videoprune.train import TrainConfig
+
+FRAMES = 8  # -> 4 temporal slices
+PIXELS = 112 * 112  # -> 8x8 patches of 14 px -> 4x4 merged tokens per slice
+
+
+def tiny_config(data, out, **overrides) -> TrainConfig:
+    kw = dict(data=str(data), model="tiny:qwen2_5_vl", output_dir=str(out), max_steps=4, lr=1e-2, num_frames=FRAMES,
+              min_pixels=PIXELS, max_pixels=PIXELS, rate_dist="fixed:0.5", schedule="constant", seed=0)
+    kw.update(overrides)
+    return TrainConfig(**kw)
