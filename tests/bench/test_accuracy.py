@@ -13,7 +13,7 @@ pytest.importorskip("av")
 from videoprune.bench.accuracy import AccuracyConfig, format_table, run_accuracy  # noqa: E402
 from videoprune.bundle import load_bundle  # noqa: E402
 from videoprune.data.qa_model import build_qa_model, save_bundle  # noqa: E402
-from videoprune.data.tokenizer import build_word_tokenizer  # noqa: E402
+from videoprune.train.tokenizer import build_word_tokenizer  # noqa: E402
 
 NUM = 6
 
