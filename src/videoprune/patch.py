@@ -94,13 +94,15 @@ class PruneHandle:
         delattr(self.model, _HANDLE_ATTR)
 
 
-def patch(model: torch.nn.Module, cfg: EVSConfig | None = None) -> PruneHandle:
+def patch(model: torch.nn.Module, cfg: "EVSConfig | STTSConfig | None" = None) -> PruneHandle:
     """Make ``model(**inputs)`` and ``model.generate(**inputs)`` prune video tokens before the LLM.
 
     Args:
         model: a loaded ``*ForConditionalGeneration`` (or its inner ``*Model``) of a supported
             family (``videoprune.models.ADAPTERS``).
-        cfg: an :class:`EVSConfig`; default ``EVSConfig()`` (rate 0.75).
+        cfg: an :class:`EVSConfig`; default ``EVSConfig()`` (rate 0.75). An
+            :class:`~videoprune.stts.STTSConfig` patches STTS instead (Molmo2, Qwen2.5-VL) and
+            returns an :class:`~videoprune.stts.hf.STTSHandle`; see docs/stts.md.
 
     Guarantees: kept tokens, and all text, keep their unpruned position ids; decoding continues
     from the unpruned next position; logits come back in the pruned layout ``(B, L', V)``.
@@ -110,7 +112,12 @@ def patch(model: torch.nn.Module, cfg: EVSConfig | None = None) -> PruneHandle:
         RuntimeError: the model is already patched.
     """
     from .models import adapter_for
+    from .stts.config import STTSConfig
 
+    if isinstance(cfg, STTSConfig):  # STTS prunes inside the vision encoder: its own wiring (stts/hf.py)
+        from .stts.hf import patch_stts
+
+        return patch_stts(model, cfg)
     cfg = EVSConfig() if cfg is None else cfg
     if not isinstance(cfg, EVSConfig):
         raise ValueError(f"cfg must be an EVSConfig, got {type(cfg).__name__}")
