@@ -126,7 +126,16 @@ def patch(model: torch.nn.Module, cfg: "EVSConfig | STTSConfig | None" = None) -
     adapter = adapter_for(model)
     adapter.check_config(cfg)
     handle = PruneHandle(model=model, config=cfg, adapter=adapter)
+    _install(handle)
+    return handle
 
+
+def _install(handle: PruneHandle) -> None:
+    """Wrap the inner forward, get_video_features and the language model's forward for ``handle``.
+
+    Shared with STTS on Qwen (stts/hf.py): any adapter whose ``select`` returns the keep mask.
+    """
+    model, adapter = handle.model, handle.adapter
     inner, lm = adapter.inner, adapter.language_model
     inner_fwd, lm_fwd, encode = inner.forward, lm.forward, inner.get_video_features
     inner_sig, encode_sig = inspect.signature(inner_fwd), inspect.signature(encode)
@@ -171,7 +180,6 @@ def patch(model: torch.nn.Module, cfg: "EVSConfig | STTSConfig | None" = None) -
         handle._saved.append((module, name, module.__dict__.get(name, _MISSING)))
         setattr(module, name, fn)
     setattr(model, _HANDLE_ATTR, handle)
-    return handle
 
 
 def _resolve_call(handle: PruneHandle) -> dict:
