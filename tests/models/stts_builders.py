@@ -80,3 +80,26 @@ def molmo2_inputs(texts: list[tuple[int, int]], seed: int = 0, frames: int = M_F
     return {"input_ids": input_ids, "attention_mask": attn, "mm_token_type_ids": (input_ids == PATCH_TOKEN).long(),
             "pixel_values_videos": torch.cat(pix), "video_token_pooling": torch.cat(pooling),
             "video_grids": torch.tensor(grids)}
+
+
+# Qwen2.5-VL: builders.make_inputs("qwen2_5_vl", ...) videos (6 slices of 4x4 merge units) on a
+# 5-block encoder: windows of 2x2 units in blocks 0, 2, 3; full attention in 1 and 4.
+Q_DEPTH = 5
+Q_FULLATT = [1, 4]
+
+
+def build_qwen25(seed: int = 0):
+    import transformers as tf
+
+    import builders as B
+
+    mrope = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}
+    cfg = tf.Qwen2_5_VLConfig(
+        text_config=B._text_config(rope_parameters=mrope),
+        vision_config=dict(depth=Q_DEPTH, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=B.HIDDEN,
+                           patch_size=B.QWEN_PATCH, spatial_merge_size=2, temporal_patch_size=2,
+                           window_size=8, fullatt_block_indexes=Q_FULLATT),
+        **B._ids(),
+    )
+    torch.manual_seed(seed)
+    return tf.Qwen2_5_VLForConditionalGeneration(cfg).eval()
