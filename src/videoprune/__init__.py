@@ -13,6 +13,7 @@ from .core import (
 
 from .config import EVSConfig
 from .patch import PruneHandle, PruneStats, disabled, patch
+from .stts.config import STTSConfig
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,7 @@ __all__ = [
     "EVSConfig",
     "PruneHandle",
     "PruneStats",
+    "STTSConfig",
     "disabled",
     "patch",
     "KeepPlan",

@@ -100,13 +100,15 @@ class PruneHandle:
         delattr(self.model, _HANDLE_ATTR)
 
 
-def patch(model: torch.nn.Module, cfg: EVSConfig | None = None) -> PruneHandle:
+def patch(model: torch.nn.Module, cfg: "EVSConfig | STTSConfig | None" = None) -> PruneHandle:
     """Make ``model(**inputs)`` and ``model.generate(**inputs)`` prune video tokens before the LLM.
 
     Args:
         model: a loaded ``*ForConditionalGeneration`` (or its inner ``*Model``) of a supported
             family (``videoprune.models.ADAPTERS``).
-        cfg: an :class:`EVSConfig`; default ``EVSConfig()`` (rate 0.75).
+        cfg: an :class:`EVSConfig`; default ``EVSConfig()`` (rate 0.75). An
+            :class:`~videoprune.stts.STTSConfig` patches STTS instead (Molmo2, Qwen2.5-VL) and
+            returns an :class:`~videoprune.stts.hf.STTSHandle`; see docs/stts.md.
 
     Guarantees: kept tokens, and all text, keep their unpruned position ids; decoding continues
     from the unpruned next position; logits come back in the pruned layout ``(B, L', V)``.
@@ -120,7 +122,12 @@ def patch(model: torch.nn.Module, cfg: EVSConfig | None = None) -> PruneHandle:
         RuntimeError: the model is already patched.
     """
     from .models import adapter_for
+    from .stts.config import STTSConfig
 
+    if isinstance(cfg, STTSConfig):  # STTS prunes inside the vision encoder: its own wiring (stts/hf.py)
+        from .stts.hf import patch_stts
+
+        return patch_stts(model, cfg)
     cfg = EVSConfig() if cfg is None else cfg
     if not isinstance(cfg, EVSConfig):
         raise ValueError(f"cfg must be an EVSConfig, got {type(cfg).__name__}")
@@ -129,7 +136,16 @@ def patch(model: torch.nn.Module, cfg: EVSConfig | None = None) -> PruneHandle:
     adapter = adapter_for(model)
     adapter.check_config(cfg)
     handle = PruneHandle(model=model, config=cfg, adapter=adapter)
+    _install(handle)
+    return handle
 
+
+def _install(handle: PruneHandle) -> None:
+    """Wrap the inner forward, get_video_features and the language model's forward for ``handle``.
+
+    Shared with STTS on Qwen (stts/hf.py): any adapter whose ``select`` returns the keep mask.
+    """
+    model, adapter = handle.model, handle.adapter
     inner, lm = adapter.inner, adapter.language_model
     inner_fwd, lm_fwd, encode = inner.forward, lm.forward, inner.get_video_features
     inner_sig, encode_sig = inspect.signature(inner_fwd), inspect.signature(encode)
@@ -186,7 +202,6 @@ def patch(model: torch.nn.Module, cfg: EVSConfig | None = None) -> PruneHandle:
         handle._saved.append((module, name, module.__dict__.get(name, _MISSING)))
         setattr(module, name, fn)
     setattr(model, _HANDLE_ATTR, handle)
-    return handle
 
 
 def _forward_with_labels(handle: PruneHandle, outer_fwd, args, kwargs: dict, labels: torch.Tensor):

@@ -1,0 +1,220 @@
+"""STTS on Hugging Face models: ``videoprune.patch(model, STTSConfig(...))`` and its handle.
+
+What a patched model does on a call with video (methods.md §2):
+
+1. the vision encoder runs blocks ``0..prune_at`` on every patch;
+2. the scorer (or a baseline) scores every pooled token from those hidden states; in training
+   the temporal auxiliary loss is computed here (``handle.aux_loss`` and ``outputs.stts_aux_loss``);
+3. block ``prune_at + 1`` runs with the soft key bias (learned method only): the path by which
+   the task loss reaches the scorer;
+4. hard selection (global top-k per video, frame 0 kept), then the remaining blocks run on the
+   kept patches only (family-specific: FFD-packed rows with a block-diagonal mask for Molmo2,
+   per-frame variable-length attention for Qwen2.5-VL), scattered back to the dense layout for
+   multi-layer feature taps;
+5. the projector/merger runs on kept tokens only, and the matching placeholders are removed
+   from the LLM sequence with :func:`videoprune.core.plan.build_plan` and
+   :func:`videoprune.core.positions.prune_positions` (kept tokens and text keep their unpruned
+   positions; decoding continues from the unpruned next position).
+
+``ratio = 0`` is the do-nothing path: the model computes exactly what it computes unpatched
+(no bias, no removal); in training the scorer still runs on the side to give the aux loss.
+
+The family-specific parts live in ``videoprune.models.stts_<family>``; this module holds the
+handle, the dispatch and the pieces every family shares. transformers is never imported here.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..core.plan import KeepPlan
+from ..patch import _HANDLE_ATTR, _MISSING, PruneHandle
+from .bias import key_bias
+from .config import STTSConfig
+from .loss import temporal_aux_loss
+from .scorer import STTSScorer, window_mean
+from .select import STTSSelection, method_scores, select_tokens
+from .weights import load_scorer_state, save_scorer_state
+
+__all__ = ["STTS_FAMILIES", "STTSHandle", "VideoSelection", "additive_mask", "patch_stts", "score_and_select"]
+
+#: ``model_type -> "module:Class"`` of the STTS family integration (imported lazily).
+STTS_FAMILIES: dict[str, str] = {
+    "molmo2": "videoprune.models.stts_molmo2:Molmo2STTS",
+    "qwen2_5_vl": "videoprune.models.stts_qwen2_5_vl:Qwen2_5_VLSTTS",
+}
+
+
+@dataclass
+class STTSHandle(PruneHandle):
+    """:class:`~videoprune.patch.PruneHandle` plus the scorer and the last auxiliary loss.
+
+    Attributes:
+        scorer: the :class:`STTSScorer` (float32, on the vision tower's device); None for the
+            baselines. It is *not* a submodule of the model (so ``save_pretrained`` never
+            includes it): give ``handle.scorer.parameters()`` to the optimizer.
+        aux_loss: the temporal auxiliary loss of the last training-mode call with video
+            (already weighted by ``aux_loss_weight``), else None.
+        last_selection: per video of the last call, the :class:`VideoSelection`.
+    """
+
+    scorer: torch.nn.Module | None = None
+    aux_loss: torch.Tensor | None = None
+    last_selection: tuple = ()
+    fingerprint_fields: dict = field(default_factory=dict)
+    _plan: KeepPlan | None = None
+    _stts_encoded: list = field(default_factory=list)
+
+    def _scorer_arch(self) -> dict:
+        cfg = self.config
+        return {"width": self.scorer.width, "pool": self.scorer.pool, "mlp_hidden": cfg.mlp_hidden, "attn_dim": cfg.attn_dim}
+
+    def save_scorer(self, path: str) -> None:
+        """Save the scorer's weights to ``path`` (safetensors) with the model's config fingerprint."""
+        if self.scorer is None:
+            raise ValueError(f"method={self.config.method!r} has no learned scorer to save (use method='learned')")
+        save_scorer_state(path, self.scorer.state_dict(), self.fingerprint_fields, self._scorer_arch())
+
+    def load_scorer(self, path: str) -> None:
+        """Load scorer weights saved by :meth:`save_scorer`; ValueError on a fingerprint mismatch."""
+        if self.scorer is None:
+            raise ValueError(f"method={self.config.method!r} has no learned scorer to load into")
+        state = load_scorer_state(path, self.fingerprint_fields, self._scorer_arch())
+        self.scorer.load_state_dict(state)
+
+    def remove(self) -> None:
+        super().remove()
+        self._stts_encoded.clear()
+        self._plan = None
+
+
+@dataclass(frozen=True)
+class VideoSelection:
+    """The STTS outcome for one video: its selection, and the learned scores if any.
+
+    ``selection.keep_pooled`` is ``(T, H', W')`` in the raster order of the video's LLM tokens.
+    """
+
+    selection: STTSSelection
+    scores: torch.Tensor | None
+    bias: torch.Tensor | None  # (T, Hp, Wp) key bias for block prune_at + 1, learned method only
+
+    @property
+    def keep_flat(self) -> torch.Tensor:
+        return self.selection.keep_pooled.reshape(-1)
+
+
+def patch_stts(model: torch.nn.Module, cfg: STTSConfig) -> STTSHandle:
+    """Patch ``model`` with STTS; see the module docstring. Called by :func:`videoprune.patch`."""
+    if getattr(model, _HANDLE_ATTR, None) is not None:
+        raise RuntimeError("model is already patched by videoprune; call handle.remove() first")
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    target = STTS_FAMILIES.get(model_type)
+    if target is None:
+        raise ValueError(f"STTS has no integration for model_type {model_type!r} ({type(model).__name__}); "
+                         f"supported: {', '.join(sorted(STTS_FAMILIES))}")
+    mod, cls = target.split(":")
+    family = getattr(importlib.import_module(mod), cls)(model, cfg)
+    handle = STTSHandle(model=model, config=cfg, adapter=family)
+    handle.fingerprint_fields = family.fingerprint_fields(cfg)
+    if cfg.method == "learned":
+        scorer = STTSScorer(family.vision_width, family.pool(cfg), cfg.mlp_hidden, cfg.attn_dim)
+        handle.scorer = scorer.to(family.vision_device)
+        if cfg.scorer_path is not None:
+            handle.load_scorer(cfg.scorer_path)
+    elif cfg.scorer_path is not None:
+        raise ValueError(f"scorer_path is set but method={cfg.method!r} uses no scorer")
+    family.install(handle)
+    _wrap_outer_forward(handle, family)
+    setattr(model, _HANDLE_ATTR, handle)
+    return handle
+
+
+def wrap(handle: STTSHandle, module: torch.nn.Module, name: str, fn) -> None:
+    """Replace ``module.name`` by ``fn`` (an instance attribute), remembered for ``handle.remove()``."""
+    handle._saved.append((module, name, module.__dict__.get(name, _MISSING)))
+    setattr(module, name, fn)
+
+
+def additive_mask(allowed: torch.Tensor | None, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """Float additive attention mask from a bool ``allowed`` mask and/or an additive ``bias`` (both broadcastable)."""
+    if allowed is None and bias is None:
+        return None
+    out = None
+    if allowed is not None:
+        neg = torch.finfo(dtype).min
+        out = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, neg)
+    if bias is not None:
+        b = bias.to(dtype)
+        out = b if out is None else out + b
+    return out
+
+
+def score_and_select(handle: STTSHandle, grids: list[torch.Tensor], pool: int, training: bool) -> list[VideoSelection]:
+    """Score and select every video from its layer-``prune_at`` hidden states.
+
+    Args:
+        grids: per video, ``(T, Hp, Wp, C)`` hidden states after block ``prune_at``.
+        pool: merge window side.
+        training: compute the auxiliary loss (learned method; stored on ``handle.aux_loss``,
+            the mean over videos).
+
+    The learned scores feed both the selection and the key bias; baselines select from their
+    own scores and get no bias (they have nothing to learn).
+    """
+    cfg = handle.config
+    out, aux = [], []
+    for v, hidden in enumerate(grids):
+        wf = window_mean(hidden.detach(), pool)
+        learned = handle.scorer(hidden) if handle.scorer is not None else None
+        if training and learned is not None:
+            aux.append(temporal_aux_loss(learned, wf, cfg.aux_loss_weight))
+        s = method_scores(cfg.method, learned=learned, window_features=wf, seed=cfg.seed + v,
+                          ref_threshold=cfg.ref_threshold)
+        sel = select_tokens(s, cfg.ratio, pool)
+        bias = key_bias(learned, pool) if (learned is not None and cfg.ratio > 0) else None
+        out.append(VideoSelection(sel, learned, bias))
+    handle.aux_loss = torch.stack(aux).mean() if aux else None
+    handle.last_selection = tuple(out)
+    return out
+
+
+def _wrap_outer_forward(handle: STTSHandle, family) -> None:
+    """Labels follow the pruned layout; ``outputs.stts_aux_loss`` carries the auxiliary loss.
+
+    The logits of a pruned prefill come back in the pruned layout ``(B, L', V)`` (as with EVS),
+    so full-length ``labels`` are gathered with the call's :class:`KeepPlan` (padding slots get
+    -100) and the loss is recomputed with the model's own ``loss_function``.
+    """
+    model = handle.model
+    if model is family.inner:  # an inner *Model: no labels, no loss
+        return
+    fwd = model.forward
+    sig = inspect.signature(fwd)
+
+    @functools.wraps(fwd)
+    def forward(*args, **kwargs):
+        call = sig.bind_partial(*args, **kwargs).arguments if args else dict(kwargs)
+        extra = call.pop("kwargs", None) if "kwargs" in call and isinstance(call.get("kwargs"), dict) else None
+        if extra:
+            call.update(extra)
+        labels = call.pop("labels", None)
+        handle._plan, handle.aux_loss = None, None
+        out = fwd(**call)
+        plan = handle._plan
+        if labels is not None:
+            if plan is not None:
+                labels = plan.gather(labels.to(plan.index.device))
+                labels = labels.masked_fill(plan.attention_mask.to(labels.device) == 0, -100)
+            out["loss"] = model.loss_function(logits=out.logits, labels=labels.to(out.logits.device),
+                                              vocab_size=out.logits.shape[-1])
+        out.stts_aux_loss = handle.aux_loss
+        return out
+
+    wrap(handle, model, "forward", forward)

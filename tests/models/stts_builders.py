@@ -1,0 +1,105 @@
+"""Tiny random Molmo2 / Qwen2.5-VL models and video inputs for the STTS integration tests."""
+
+from __future__ import annotations
+
+import torch
+
+VOCAB = 128
+PATCH_TOKEN = 101  # Molmo2 <im_patch>
+FRAME_START, FRAME_END = 105, 106
+# Molmo2 frames: 36 px, 6 px patches -> 6x6 patches, 3x3 pooling -> 2x2 LLM tokens per frame.
+M_IMAGE, M_PATCH, M_POOL = 36, 6, 3
+M_SIDE = M_IMAGE // M_PATCH
+M_TOKENS = (M_SIDE // M_POOL) ** 2
+M_FRAMES = 6
+M_VIT_LAYERS = 6
+M_TAPS = [-1, -3]  # hidden_states 6 and 4: one tap inside the packed blocks, one at the end
+
+
+def build_molmo2(seed: int = 0, vit_layers: int = M_VIT_LAYERS, taps=None):
+    import transformers as tf
+
+    cfg = tf.Molmo2Config(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=vit_layers, num_attention_heads=2,
+                           num_key_value_heads=2, head_dim=16, image_size=[M_IMAGE, M_IMAGE], patch_size=M_PATCH),
+        adapter_config=dict(vision_feature_layer=list(taps or M_TAPS), hidden_size=32, num_attention_heads=2,
+                            num_key_value_heads=2, head_dim=16, intermediate_size=64, text_hidden_size=32),
+        text_config=dict(hidden_size=32, num_attention_heads=2, num_key_value_heads=1, head_dim=16, vocab_size=VOCAB,
+                         additional_vocab_size=8, num_hidden_layers=2, intermediate_size=64,
+                         max_position_embeddings=512),
+        image_start_token_id=102, low_res_image_start_token_id=104, image_end_token_id=103,
+        image_patch_id=PATCH_TOKEN, frame_start_token_id=FRAME_START, frame_end_token_id=FRAME_END)
+    torch.manual_seed(seed)
+    return tf.Molmo2ForConditionalGeneration(cfg).eval()
+
+
+def _pooling(frames: int, offset: int) -> torch.Tensor:
+    p = M_SIDE * M_SIDE
+    grid = torch.arange(p).view(M_SIDE, M_SIDE)
+    s = M_SIDE // M_POOL
+    win = grid.view(s, M_POOL, s, M_POOL).permute(0, 2, 1, 3).reshape(-1, M_POOL * M_POOL)
+    return torch.cat([win + offset + f * p for f in range(frames)])
+
+
+def molmo2_video(gen: torch.Generator, frames: int = M_FRAMES) -> torch.Tensor:
+    """A mostly static clip: each frame re-draws a random third of the previous frame's patches."""
+    p, row = M_SIDE * M_SIDE, M_PATCH * M_PATCH * 3
+    out = [torch.randn(p, row, generator=gen)]
+    for _ in range(1, frames):
+        nxt = out[-1].clone()
+        moved = torch.rand(p, generator=gen) < 0.33
+        nxt[moved] = torch.randn(int(moved.sum()), row, generator=gen)
+        out.append(nxt)
+    return torch.stack(out)
+
+
+def molmo2_inputs(texts: list[tuple[int, int]], seed: int = 0, frames: int = M_FRAMES) -> dict:
+    """Left-padded batch, one video per row: ``texts[b] = (text before, text after)`` token counts.
+
+    Per frame: 2 timestamp tokens, <frame_start>, M_TOKENS <im_patch>, <frame_end> (as the processor lays it out).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    rows, pix, pooling, grids = [], [], [], []
+    offset = 0
+    for before, after in texts:
+        ids = torch.randint(4, 96, (before,), generator=gen).tolist()
+        for _ in range(frames):
+            ids += torch.randint(4, 96, (2,), generator=gen).tolist() + [FRAME_START] + [PATCH_TOKEN] * M_TOKENS + [FRAME_END]
+        ids += torch.randint(4, 96, (after,), generator=gen).tolist()
+        rows.append(ids)
+        pix.append(molmo2_video(gen, frames))
+        pooling.append(_pooling(frames, offset))
+        offset += frames * M_SIDE * M_SIDE
+        grids.append([frames, M_SIDE // M_POOL, M_SIDE // M_POOL])
+    length = max(len(r) for r in rows)
+    input_ids = torch.zeros(len(rows), length, dtype=torch.long)
+    attn = torch.zeros_like(input_ids)
+    for i, r in enumerate(rows):
+        input_ids[i, length - len(r):] = torch.tensor(r)
+        attn[i, length - len(r):] = 1
+    return {"input_ids": input_ids, "attention_mask": attn, "mm_token_type_ids": (input_ids == PATCH_TOKEN).long(),
+            "pixel_values_videos": torch.cat(pix), "video_token_pooling": torch.cat(pooling),
+            "video_grids": torch.tensor(grids)}
+
+
+# Qwen2.5-VL: builders.make_inputs("qwen2_5_vl", ...) videos (6 slices of 4x4 merge units) on a
+# 5-block encoder: windows of 2x2 units in blocks 0, 2, 3; full attention in 1 and 4.
+Q_DEPTH = 5
+Q_FULLATT = [1, 4]
+
+
+def build_qwen25(seed: int = 0):
+    import transformers as tf
+
+    import builders as B
+
+    mrope = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}
+    cfg = tf.Qwen2_5_VLConfig(
+        text_config=B._text_config(rope_parameters=mrope),
+        vision_config=dict(depth=Q_DEPTH, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=B.HIDDEN,
+                           patch_size=B.QWEN_PATCH, spatial_merge_size=2, temporal_patch_size=2,
+                           window_size=8, fullatt_block_indexes=Q_FULLATT),
+        **B._ids(),
+    )
+    torch.manual_seed(seed)
+    return tf.Qwen2_5_VLForConditionalGeneration(cfg).eval()
