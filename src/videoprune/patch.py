@@ -213,6 +213,18 @@ def _forward_with_labels(handle: PruneHandle, outer_fwd, args, kwargs: dict, lab
     handle._plan = None
     out = outer_fwd(*args, **kwargs)
     plan, handle._plan = handle._plan, None
+    loss_kwargs = {k: kwargs[k] for k in ("num_items_in_batch", "ignore_index") if k in kwargs}
+    loss = pruned_loss(handle.model, out.logits, labels, plan, **loss_kwargs)
+    return type(out)(**{"loss": loss, **{k: v for k, v in out.items() if k != "loss"}})
+
+
+def pruned_loss(model, logits: torch.Tensor, labels: torch.Tensor, plan: KeepPlan | None, **loss_kwargs) -> torch.Tensor:
+    """The model's own causal-LM loss on pruned logits ``(B, L', V)`` with full-length labels ``(B, L)``.
+
+    Labels are gathered with the prefill's ``plan`` (padding slots -> -100); with no plan (no
+    video in the call) they are used as given. Labels on tokens the pruned batch drops (pruned
+    video tokens, padding) are an error, never silently left out of the loss.
+    """
     if plan is not None:
         labels = labels.to(plan.keep.device)
         if labels.shape != plan.keep.shape:
@@ -221,11 +233,8 @@ def _forward_with_labels(handle: PruneHandle, outer_fwd, args, kwargs: dict, lab
             raise ValueError("labels are set on tokens the pruned batch drops (pruned video tokens or padding); "
                              "set labels to -100 there: the loss belongs on answer tokens")
         labels = plan.gather(labels).masked_fill(plan.attention_mask == 0, -100)
-    model = handle.model
-    loss_kwargs = {k: kwargs[k] for k in ("num_items_in_batch", "ignore_index") if k in kwargs}
-    loss = model.loss_function(logits=out.logits, labels=labels.to(out.logits.device),
+    return model.loss_function(logits=logits, labels=labels.to(logits.device),
                                vocab_size=model.config.get_text_config().vocab_size, **loss_kwargs)
-    return type(out)(**{"loss": loss, **{k: v for k, v in out.items() if k != "loss"}})
 
 
 def _resolve_call(handle: PruneHandle) -> dict:

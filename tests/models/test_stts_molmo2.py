@@ -176,7 +176,7 @@ def test_task_loss_and_aux_loss_each_reach_the_scorer(model, patched):
 def test_training_loss_uses_labels_in_the_pruned_layout(model, patched):
     """outputs.loss equals cross-entropy of the pruned logits against the gathered labels."""
     inputs = SB.molmo2_inputs(PADDED)
-    labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
+    labels = inputs["input_ids"].masked_fill((inputs["attention_mask"] == 0) | (inputs["mm_token_type_ids"] != 0), -100)
     h = patched()
     with torch.no_grad():
         out = model(**inputs, labels=labels)
@@ -184,6 +184,14 @@ def test_training_loss_uses_labels_in_the_pruned_layout(model, patched):
     ref = torch.nn.functional.cross_entropy(out.logits[:, :-1].reshape(-1, out.logits.shape[-1]), lab[:, 1:].reshape(-1),
                                             ignore_index=-100)
     torch.testing.assert_close(out.loss, ref)
+
+
+def test_labels_on_pruned_video_tokens_are_rejected(model, patched):
+    """A label on a video token that STTS drops raises (it would silently leave the loss)."""
+    inputs = SB.molmo2_inputs(ONE)
+    patched()
+    with torch.no_grad(), pytest.raises(ValueError, match="-100"):
+        model(**inputs, labels=inputs["input_ids"])
 
 
 def test_generate_equals_explicit_greedy_decode(model, patched):

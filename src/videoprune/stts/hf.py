@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from ..core.plan import KeepPlan
-from ..patch import _HANDLE_ATTR, _MISSING, PruneHandle
+from ..patch import _HANDLE_ATTR, _MISSING, PruneHandle, pruned_loss
 from .bias import key_bias
 from .config import STTSConfig
 from .loss import temporal_aux_loss
@@ -189,8 +189,7 @@ def _wrap_outer_forward(handle: STTSHandle, family) -> None:
     """Labels follow the pruned layout; ``outputs.stts_aux_loss`` carries the auxiliary loss.
 
     The logits of a pruned prefill come back in the pruned layout ``(B, L', V)`` (as with EVS),
-    so full-length ``labels`` are gathered with the call's :class:`KeepPlan` (padding slots get
-    -100) and the loss is recomputed with the model's own ``loss_function``.
+    so full-length ``labels`` go through :func:`videoprune.patch.pruned_loss`, as with EVS.
     """
     model = handle.model
     if model is family.inner:  # an inner *Model: no labels, no loss
@@ -207,13 +206,8 @@ def _wrap_outer_forward(handle: STTSHandle, family) -> None:
         labels = call.pop("labels", None)
         handle._plan, handle.aux_loss = None, None
         out = fwd(**call)
-        plan = handle._plan
         if labels is not None:
-            if plan is not None:
-                labels = plan.gather(labels.to(plan.index.device))
-                labels = labels.masked_fill(plan.attention_mask.to(labels.device) == 0, -100)
-            out["loss"] = model.loss_function(logits=out.logits, labels=labels.to(out.logits.device),
-                                              vocab_size=out.logits.shape[-1])
+            out["loss"] = pruned_loss(model, out.logits, labels, handle._plan)
         out.stts_aux_loss = handle.aux_loss
         return out
 
