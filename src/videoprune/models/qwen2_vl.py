@@ -65,13 +65,17 @@ class Qwen2VLAdapter(ModelAdapter):
         """
         from .qwen_vision import encode_kept_units
 
-        merge = self.spatial_merge_size
-        d = pixel_dissimilarity(pixel_values_videos, video_grid_thw, merge)
-        if cfg.rate is not None:
-            keep = select_by_rate(d, video_grid_thw, merge, cfg.rate)
-        else:
-            keep = select_by_threshold(d, video_grid_thw, merge, cfg.threshold, cfg.min_keep_fraction,
-                                       cfg.max_keep_fraction)
+        keep = self.select_pre_encoder(cfg, pixel_values_videos, video_grid_thw)
         visual = self.inner.visual
         feats = encode_kept_units(visual, pixel_values_videos, video_grid_thw, keep)
         return feats, keep
+
+    def select_pre_encoder(self, cfg: EVSConfig, pixel_values_videos: torch.Tensor,
+                           video_grid_thw: torch.Tensor) -> torch.Tensor:
+        """``(N_tokens,)`` bool keep mask from the pixel criterion (rate or threshold mode), on the pixels' device."""
+        merge = self.spatial_merge_size
+        d = pixel_dissimilarity(pixel_values_videos, video_grid_thw, merge)
+        if cfg.rate is not None:
+            return select_by_rate(d, video_grid_thw, merge, cfg.rate)
+        return select_by_threshold(d, video_grid_thw, merge, cfg.threshold, cfg.min_keep_fraction,
+                                   cfg.max_keep_fraction)
