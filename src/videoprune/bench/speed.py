@@ -16,7 +16,8 @@ piecewise with wrappers that only read the clock:
   process's peak resident set size during the setting (sampled every 2 ms; includes weights);
 * ``kv_cache_bytes``: bytes of the key/value tensors in the cache right after prefill.
 
-Each setting runs ``warmup`` discarded repeats, then ``repeats`` timed ones: medians and
+Each setting runs ``warmup`` discarded repeats, then ``repeats`` timed ones, settings of one
+frame count interleaved round-robin (so background load hits all alike): medians and
 ``[min, max]`` spreads are reported. Speedups divide the unpruned baseline (``none``, no patch)
 by the setting, for the same frame count, in the same run.
 """
@@ -367,22 +368,22 @@ def _stats(rows: list[dict[str, float]], key: str) -> tuple[float, list[float]]:
     return statistics.median(vals), [min(vals), max(vals)]
 
 
-def _setting(model, method: str, rate: float, inputs_fn, cfg: SpeedConfig, bar) -> dict[str, Any]:
+def _run_once(model, method: str, rate: float, inputs_fn, cfg: SpeedConfig) -> tuple[dict, Any, Any, dict]:
+    """One generate call of one setting: (timings, prune stats or None, VideoTensors, inputs)."""
     handle = METHODS[method].apply(model, rate)
-    rows = []
     try:
-        for i in range(cfg.warmup + cfg.repeats):
-            inputs, video, pre_s = inputs_fn()
-            r = _one_repeat(model, handle, inputs, cfg)
-            r["preprocess_s"] = pre_s
-            r["ttft_s"] = pre_s + r.pop("prefill_total_s")
-            if i >= cfg.warmup:
-                rows.append(r)
-            bar.update(1)
+        inputs, video, pre_s = inputs_fn()
+        r = _one_repeat(model, handle, inputs, cfg)
         stats = handle.stats if handle is not None else None
     finally:
         if handle is not None:
             handle.remove()
+    r["preprocess_s"] = pre_s
+    r["ttft_s"] = pre_s + r.pop("prefill_total_s")
+    return r, stats, video, inputs
+
+
+def _summarise(method: str, rate: float, rows: list[dict], stats, video, inputs) -> dict[str, Any]:
     out: dict[str, Any] = dict(method=method, rate=rate)
     spread = {}
     for key in ("preprocess_s", "vision_s", "selection_s", "llm_prefill_s", "ttft_s", "decode_tok_s",
@@ -436,8 +437,20 @@ def run_speed(cfg: SpeedConfig, progress: bool = True) -> dict[str, Any]:
         def inputs_fn():
             return _make_inputs(model, cfg, clip)
 
-        base = _setting(model, "none", 0.0, inputs_fn, cfg, bar)
-        settings = [base] + [_setting(model, m, r, inputs_fn, cfg, bar) for m in methods for r in cfg.rate_list]
+        grid = [("none", 0.0)] + [(m, r) for m in methods for r in cfg.rate_list]
+        rows: list[list[dict]] = [[] for _ in grid]
+        last: list[tuple] = [()] * len(grid)
+        # repeats outermost, settings interleaved: load from other processes on a shared machine
+        # then hits every setting alike, so ratios stay meaningful
+        for rep in range(cfg.warmup + cfg.repeats):
+            for i, (m, r) in enumerate(grid):
+                timing, stats, video, inputs = _run_once(model, m, r, inputs_fn, cfg)
+                if rep >= cfg.warmup:
+                    rows[i].append(timing)
+                last[i] = (stats, video, inputs)
+                bar.update(1)
+        settings = [_summarise(m, r, rows[i], *last[i]) for i, (m, r) in enumerate(grid)]
+        base = settings[0]
         for s in settings:
             s["frames"] = frames
             s["decode_s"] = decode_s
