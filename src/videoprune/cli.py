@@ -97,6 +97,20 @@ def _train_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_parser(p: argparse.ArgumentParser) -> None:
+    from .bench import BENCHES  # noqa: PLC0415
+
+    sub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    for name, (help_text, add_flags, _) in BENCHES.items():
+        add_flags(sub.add_parser(name, help=help_text, description=help_text))
+
+
+def _bench_run(args: argparse.Namespace) -> int:
+    from .bench import BENCHES  # noqa: PLC0415
+
+    return BENCHES[args.bench][2](args)
+
+
 Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 # name -> (one-line help, add flags, run). Adding a subcommand is adding an entry here.
@@ -105,6 +119,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                 _analyze_parser, _analyze_run),
     "train": ("fine-tune a video VLM with pruning on (EVS uptraining; torchrun for DDP/FSDP) and export it",
               _train_parser, _train_run),
+    "bench": ("benchmarks: 'bench speed' measures TTFT, prefill, decode and memory over frames x rates",
+              _bench_parser, _bench_run),
 }
 
 

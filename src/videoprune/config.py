@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 __all__ = ["EVSConfig"]
 
 CRITERIA = ("embedding", "pixel", "random")
-STAGES = ("post_encoder",)
+STAGES = ("post_encoder", "pre_encoder")
 
 
 @dataclass
@@ -52,8 +52,9 @@ class EVSConfig:
     )
     stage: str = field(
         default="post_encoder",
-        metadata={"help": "where pruning happens: 'post_encoder' (after the vision encoder). "
-                          "'pre_encoder' is planned, not implemented."},
+        metadata={"help": "where pruning happens: 'post_encoder' (after the vision encoder) or "
+                          "'pre_encoder' (pixel criterion before the encoder, which then runs on kept "
+                          "tokens only; Qwen2-VL / Qwen2.5-VL)."},
     )
 
     def __post_init__(self):
@@ -87,8 +88,8 @@ class EVSConfig:
             raise ValueError(f"seed must be an int, got {self.seed!r}")
         if not isinstance(self.apply_to_images, bool):
             raise ValueError(f"apply_to_images must be a bool, got {self.apply_to_images!r}")
-        if self.stage == "pre_encoder":
-            raise ValueError("stage='pre_encoder' is not implemented yet (planned: pixel-criterion pruning "
-                             "before the vision encoder); use stage='post_encoder'")
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.stage == "pre_encoder" and self.criterion != "pixel":
+            raise ValueError("stage='pre_encoder' selects tokens before the encoder, so it needs "
+                             f"criterion='pixel', got criterion={self.criterion!r}")

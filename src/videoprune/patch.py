@@ -83,6 +83,8 @@ class PruneHandle:
     # (encoder output, its inputs) of recent get_video_features calls: generate encodes videos
     # before the first forward and passes only the features (no grid, no pixels).
     _encoded: list = field(default_factory=list)
+    # (pixel_values_videos, keep mask) of recent pre-encoder encodes: the LLM-side plan reuses the mask.
+    _pre_keep: list = field(default_factory=list)
 
     def remove(self) -> None:
         """Restore every wrapped method exactly (instance attributes as they were) and forget the handle."""
@@ -95,6 +97,7 @@ class PruneHandle:
                 setattr(module, name, prev)
         self._saved.clear()
         self._encoded.clear()
+        self._pre_keep.clear()
         self._state = None
         self._plan = None
         delattr(self.model, _HANDLE_ATTR)
@@ -153,8 +156,11 @@ def _install(handle: PruneHandle) -> None:
     # functools.wraps keeps the signatures visible: generate inspects get_video_features' parameters.
     @functools.wraps(encode)
     def get_video_features(*args, **kwargs):
-        out = encode(*args, **kwargs)
         inputs = encode_sig.bind_partial(*args, **kwargs).arguments
+        if handle.enabled and _is_pre_encoder(handle):
+            out = _encode_pre_encoder(handle, inputs)
+        else:
+            out = encode(*args, **kwargs)
         handle._encoded = handle._encoded[-3:] + [(out, inputs)]
         return out
 
@@ -237,6 +243,11 @@ def pruned_loss(model, logits: torch.Tensor, labels: torch.Tensor, plan: KeepPla
                                vocab_size=model.config.get_text_config().vocab_size, **loss_kwargs)
 
 
+def _is_pre_encoder(handle: PruneHandle) -> bool:
+    """EVS with stage='pre_encoder' (STTS configs have no stage: they prune inside the encoder)."""
+    return getattr(handle.config, "stage", None) == "pre_encoder"
+
+
 def _resolve_call(handle: PruneHandle) -> dict:
     """The current call's inputs, with grid and pixels recovered for pre-encoded videos."""
     call = handle._call
@@ -284,8 +295,11 @@ def _prefill(handle: PruneHandle, layout, kwargs: dict) -> dict:
     video_embeds = embeds[placeholder]
     on_grid = layout.grid_token_mask
     features = video_embeds if on_grid is None else video_embeds[on_grid.to(embeds.device)]
-    # Selection is a hard top-k (no gradient); detached so that training with autograd works.
-    grid_keep = adapter.select(cfg, layout, features.detach(), handle._call).to(embeds.device)
+    grid_keep = _pre_encoder_keep(handle) if _is_pre_encoder(handle) else None
+    if grid_keep is None:
+        # Selection is a hard top-k (no gradient); detached so that training with autograd works.
+        grid_keep = adapter.select(cfg, layout, features.detach(), handle._call)
+    grid_keep = grid_keep.to(embeds.device)
     if on_grid is None:
         video_keep, grid_for_stats = grid_keep, layout.grid_thw
     else:
@@ -307,6 +321,39 @@ def _prefill(handle: PruneHandle, layout, kwargs: dict) -> dict:
     handle.stats = PruneStats(videos=tuple(videos), sequence_length_before=length,
                               sequence_length_after=plan.pruned_length)
     return out
+
+
+def _encode_pre_encoder(handle: PruneHandle, inputs: dict):
+    """Pre-encoder EVS in place of ``get_video_features``: encode kept tokens only.
+
+    Returns what the model's own ``get_video_features`` returns (per-video ``pooler_output``
+    of full length, so the model's placeholder scatter is unchanged); pruned rows are zeros
+    and are dropped again at the LLM input with the same keep mask.
+    """
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    pixels, grid = inputs.get("pixel_values_videos"), inputs.get("video_grid_thw")
+    if pixels is None or grid is None:
+        raise ValueError("stage='pre_encoder' needs pixel_values_videos and video_grid_thw")
+    feats, keep = handle.adapter.encode_videos_pre_encoder(handle.config, pixels, grid)
+    full = feats.new_zeros(keep.shape[0], feats.shape[1])
+    full[keep] = feats
+    merge = handle.adapter.spatial_merge_size
+    sizes = (grid.prod(-1) // merge**2).tolist()
+    handle._pre_keep = handle._pre_keep[-3:] + [(pixels, keep)]
+    out = BaseModelOutputWithPooling(pooler_output=tuple(torch.split(full, sizes)))
+    if (inputs.get("kwargs") or {}).get("return_dict") is False:
+        return out.to_tuple()
+    return out
+
+
+def _pre_encoder_keep(handle: PruneHandle) -> torch.Tensor | None:
+    """The keep mask that the pre-encoder pass used for the current call's videos (None if none)."""
+    pixels = _resolve_call(handle).get("pixel_values_videos")
+    for px, keep in reversed(handle._pre_keep):
+        if px is pixels:
+            return keep
+    return None
 
 
 def _grid_stats(grid_keep: torch.Tensor, layout) -> list[VideoKeepStats]:

@@ -29,7 +29,7 @@ def tiny_bundle(tmp_path_factory):
 def test_bundle_round_trips_model_tokenizer_and_spec(tiny_bundle):
     """load_bundle restores the saved weights, tokenizer and preprocessing spec."""
     bundle = load_bundle(tiny_bundle)
-    assert bundle.family == "qwen2_5_vl" and bundle.num_frames == 12 and bundle.system == ""
+    assert bundle.family == "qwen2_5_vl" and bundle.num_frames == 12 and bundle.system is None
     inp = bundle.inputs(_clip(), "which object moved ?")
     n_video = int((inp["input_ids"] == bundle.model.config.video_token_id).sum())
     assert n_video == 6 * 16  # 12 frames -> 6 slices of 4x4 tokens

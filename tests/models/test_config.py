@@ -19,7 +19,7 @@ def test_threshold_alone_leaves_rate_unset():
     (dict(threshold=float("nan")), "threshold"), (dict(threshold=0.1, min_keep_fraction=1.5), "min_keep_fraction"),
     (dict(threshold=0.1, min_keep_fraction=0.6, max_keep_fraction=0.5), "min_keep_fraction"),
     (dict(rate=0.5, max_keep_fraction=0.5), "threshold mode"), (dict(criterion="motion"), "criterion"),
-    (dict(stage="pre_encoder"), "not implemented"), (dict(stage="llm"), "stage"),
+    (dict(stage="pre_encoder"), "criterion=.pixel."), (dict(stage="llm"), "stage"),
     (dict(apply_to_images="yes"), "apply_to_images"),
 ])
 def test_invalid_values_raise_naming_the_field(kwargs, field):

@@ -1,1 +1,38 @@
-"""Benchmarks: speed (TTFT, throughput, memory) and accuracy vs kept tokens."""
+"""Benchmark harnesses (`videoprune bench NAME`): one registry entry per benchmark."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+__all__ = ["BENCHES"]
+
+
+def _speed_parser(p: argparse.ArgumentParser) -> None:
+    from ..cli import add_config_args
+    from .speed import SpeedConfig
+
+    add_config_args(p, SpeedConfig)
+
+
+def _speed_run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from ..cli import config_from_args
+    from .speed import SpeedConfig, format_table, run_speed, write_outputs
+
+    cfg = config_from_args(SpeedConfig, args)
+    report = run_speed(cfg, progress=True)
+    json_path, png_path = write_outputs(report, cfg.out)
+    print(format_table(report))
+    print(f"wrote {json_path} and {png_path}")
+    sys.stdout.flush()
+    print(json.dumps({"results": report["results"], "machine": report["machine"], "config": report["config"]}))
+    return 0
+
+
+#: name -> (one-line help, add flags, run). Adding a benchmark is adding an entry here.
+BENCHES: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "speed": ("TTFT / prefill / decode / memory of pruning methods over frames x rates", _speed_parser, _speed_run),
+}

@@ -50,6 +50,8 @@ class ModelAdapter:
     position_axes: ClassVar[int] = 1
     #: whether ``criterion="pixel"`` can be computed for this family.
     supports_pixel_criterion: ClassVar[bool] = False
+    #: whether ``stage="pre_encoder"`` (encoder runs on kept tokens only) is implemented.
+    supports_pre_encoder: ClassVar[bool] = False
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
@@ -69,6 +71,12 @@ class ModelAdapter:
         if cfg.apply_to_images:
             raise ValueError("apply_to_images=True is not supported: an image is a single temporal slice, "
                              "which EVS always keeps whole, so it would prune nothing")
+        if cfg.stage == "pre_encoder" and not self.supports_pre_encoder:
+            from . import ADAPTERS
+
+            ok = sorted(t for t, cls in ADAPTERS.items() if cls.supports_pre_encoder)
+            raise ValueError(f"stage='pre_encoder' is not supported for {self.config.model_type}; it is "
+                             f"supported for: {', '.join(ok)}. Use stage='post_encoder'")
         if cfg.criterion == "pixel" and not self.supports_pixel_criterion:
             raise ValueError(f"criterion='pixel' is not supported for {self.config.model_type}; "
                              "use criterion='embedding'")
@@ -80,6 +88,11 @@ class ModelAdapter:
 
     def pixel_dissimilarity(self, call: dict[str, Any], layout: VideoLayout) -> torch.Tensor:
         raise ValueError(f"criterion='pixel' is not supported for {self.config.model_type}")
+
+    def encode_videos_pre_encoder(self, cfg: EVSConfig, pixel_values_videos: torch.Tensor,
+                                  video_grid_thw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-encoder EVS: ``(kept features (K, D), keep (N_tokens,) bool)``; only kept tokens are encoded."""
+        raise ValueError(f"stage='pre_encoder' is not supported for {self.config.model_type}")
 
     def prune_lm_kwargs(self, kwargs: dict[str, Any], plan: KeepPlan) -> dict[str, Any]:
         """Prune extra per-token language-model inputs; the base family has none."""

@@ -6,7 +6,8 @@ from typing import Any
 
 import torch
 
-from ..core.evs import normalize_grids, pixel_dissimilarity
+from ..config import EVSConfig
+from ..core.evs import normalize_grids, pixel_dissimilarity, select_by_rate, select_by_threshold
 from .base import ModelAdapter, VideoLayout
 
 __all__ = ["Qwen2VLAdapter"]
@@ -22,6 +23,7 @@ class Qwen2VLAdapter(ModelAdapter):
     model_types = ("qwen2_vl",)
     position_axes = 3
     supports_pixel_criterion = True
+    supports_pre_encoder = True
 
     @property
     def spatial_merge_size(self) -> int:
@@ -50,3 +52,30 @@ class Qwen2VLAdapter(ModelAdapter):
         if pixels is None:
             raise ValueError("criterion='pixel' needs pixel_values_videos (precomputed encoder outputs carry none)")
         return pixel_dissimilarity(pixels, layout.grid_thw, layout.spatial_merge_size)
+
+    def encode_videos_pre_encoder(self, cfg: EVSConfig, pixel_values_videos: torch.Tensor,
+                                  video_grid_thw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Select with the pixel criterion, then encode only the kept tokens (all videos in one pass).
+
+        Returns ``(features (K, D), keep (N_tokens,) bool)``: ``keep`` is exactly what the
+        post-encoder pixel criterion selects (same function on the same pixels); ``features`` are
+        the kept tokens in raster order, each computed from the kept tokens of its temporal slice
+        only (:func:`videoprune.models.qwen_vision.encode_kept_units`). Selection runs on the
+        pixels' device; the pruned tokens' features are never computed.
+        """
+        from .qwen_vision import encode_kept_units
+
+        keep = self.select_pre_encoder(cfg, pixel_values_videos, video_grid_thw)
+        visual = self.inner.visual
+        feats = encode_kept_units(visual, pixel_values_videos, video_grid_thw, keep)
+        return feats, keep
+
+    def select_pre_encoder(self, cfg: EVSConfig, pixel_values_videos: torch.Tensor,
+                           video_grid_thw: torch.Tensor) -> torch.Tensor:
+        """``(N_tokens,)`` bool keep mask from the pixel criterion (rate or threshold mode), on the pixels' device."""
+        merge = self.spatial_merge_size
+        d = pixel_dissimilarity(pixel_values_videos, video_grid_thw, merge)
+        if cfg.rate is not None:
+            return select_by_rate(d, video_grid_thw, merge, cfg.rate)
+        return select_by_threshold(d, video_grid_thw, merge, cfg.threshold, cfg.min_keep_fraction,
+                                   cfg.max_keep_fraction)

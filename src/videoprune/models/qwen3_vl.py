@@ -21,6 +21,8 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
     """
 
     model_types = ("qwen3_vl",)
+    # its encoder (learned interpolated position embeddings, deepstack taps) is not driven by qwen_vision
+    supports_pre_encoder = False
 
     def prune_lm_kwargs(self, kwargs: dict[str, Any], plan: KeepPlan) -> dict[str, Any]:
         vis = kwargs.get("visual_pos_masks")

@@ -1,0 +1,207 @@
+"""Architecture configs of named video VLM checkpoints, and random-weight models built from them.
+
+The dicts below were TRANSCRIBED BY HAND from the checkpoints' published ``config.json`` files
+(Hugging Face Hub), not downloaded; only the fields that decide compute and memory are kept:
+widths (``hidden_size``, ``intermediate_size``), depths (``num_hidden_layers`` / ``depth``),
+attention heads (``num_attention_heads``, ``num_key_value_heads``, ``head_dim``), the vision
+tower's patch / merge / window geometry (``patch_size``, ``spatial_merge_size``,
+``temporal_patch_size``, ``window_size``, ``fullatt_block_indexes``, deepstack taps), the M-RoPE
+sections, the vocabulary size and the special token ids. Dropout, initialiser ranges, generation
+defaults etc. are left at transformers' defaults: they change neither speed nor memory.
+Published files of Qwen2-VL / Qwen2.5-VL are flat; here the text fields sit under
+``text_config`` as transformers 5 stores them.
+
+:func:`build_model` turns a named config (optionally shrunk by :func:`scale_config`) into a
+randomly initialised ``*ForConditionalGeneration``; :func:`load_model` loads a user's checkpoint
+(path or Hub id) with ``from_pretrained``, the documented way to benchmark real weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+__all__ = ["ARCHITECTURES", "scale_config", "build_model", "load_model", "resolve_model"]
+
+_QWEN_IDS = dict(vision_start_token_id=151652, vision_end_token_id=151653, image_token_id=151655,
+                 video_token_id=151656)
+
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    # Qwen/Qwen2-VL-7B-Instruct
+    "qwen2-vl-7b": dict(
+        model_type="qwen2_vl", **_QWEN_IDS,
+        text_config=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                         num_key_value_heads=4, vocab_size=152064, rms_norm_eps=1e-6, max_position_embeddings=32768,
+                         tie_word_embeddings=False,
+                         rope_parameters=dict(rope_type="default", rope_theta=1000000.0, mrope_section=[16, 24, 24])),
+        vision_config=dict(depth=32, embed_dim=1280, hidden_size=3584, mlp_ratio=4, num_heads=16, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
+    ),
+    # Qwen/Qwen2.5-VL-3B-Instruct
+    "qwen2.5-vl-3b": dict(
+        model_type="qwen2_5_vl", **_QWEN_IDS,
+        text_config=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+                         num_key_value_heads=2, vocab_size=151936, rms_norm_eps=1e-6, max_position_embeddings=128000,
+                         tie_word_embeddings=True,
+                         rope_parameters=dict(rope_type="default", rope_theta=1000000.0, mrope_section=[16, 24, 24])),
+        vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                           fullatt_block_indexes=[7, 15, 23, 31], hidden_act="silu", in_channels=3),
+    ),
+    # Qwen/Qwen2.5-VL-7B-Instruct
+    "qwen2.5-vl-7b": dict(
+        model_type="qwen2_5_vl", **_QWEN_IDS,
+        text_config=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                         num_key_value_heads=4, vocab_size=152064, rms_norm_eps=1e-6, max_position_embeddings=128000,
+                         tie_word_embeddings=False,
+                         rope_parameters=dict(rope_type="default", rope_theta=1000000.0, mrope_section=[16, 24, 24])),
+        vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                           fullatt_block_indexes=[7, 15, 23, 31], hidden_act="silu", in_channels=3),
+    ),
+    # Qwen/Qwen3-VL-4B-Instruct
+    "qwen3-vl-4b": dict(
+        model_type="qwen3_vl", **_QWEN_IDS,
+        text_config=dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+                         num_key_value_heads=8, head_dim=128, vocab_size=151936, rms_norm_eps=1e-6,
+                         max_position_embeddings=262144, tie_word_embeddings=True,
+                         rope_parameters=dict(rope_type="default", rope_theta=5000000.0, mrope_section=[24, 20, 20],
+                                              mrope_interleaved=True)),
+        vision_config=dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, out_hidden_size=2560,
+                           patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=2304,
+                           deepstack_visual_indexes=[5, 11, 17], hidden_act="gelu_pytorch_tanh", in_channels=3),
+    ),
+    # Qwen/Qwen3-VL-8B-Instruct
+    "qwen3-vl-8b": dict(
+        model_type="qwen3_vl", **_QWEN_IDS,
+        text_config=dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                         num_key_value_heads=8, head_dim=128, vocab_size=151936, rms_norm_eps=1e-6,
+                         max_position_embeddings=262144, tie_word_embeddings=False,
+                         rope_parameters=dict(rope_type="default", rope_theta=5000000.0, mrope_section=[24, 20, 20],
+                                              mrope_interleaved=True)),
+        vision_config=dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, out_hidden_size=4096,
+                           patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=2304,
+                           deepstack_visual_indexes=[8, 16, 24], hidden_act="gelu_pytorch_tanh", in_channels=3),
+    ),
+    # llava-hf/llava-onevision-qwen2-7b-ov-hf (SigLIP so400m + Qwen2-7B)
+    "llava-onevision-7b": dict(
+        model_type="llava_onevision", image_token_index=151646, video_token_index=151647,
+        vision_feature_layer=-1, vision_feature_select_strategy="full", projector_hidden_act="gelu",
+        text_config=dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                         num_attention_heads=28, num_key_value_heads=4, vocab_size=152128, rms_norm_eps=1e-6,
+                         max_position_embeddings=32768, tie_word_embeddings=False,
+                         rope_parameters=dict(rope_type="default", rope_theta=1000000.0)),
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304,
+                           num_hidden_layers=26, num_attention_heads=16, image_size=384, patch_size=14),
+    ),
+}
+
+# ids of special tokens are moved below this when a scaled config shrinks the vocabulary
+_SCALED_VOCAB = 16384
+
+
+def _remap_layers(indexes: list[int], depth: int, new_depth: int) -> list[int]:
+    """Keep the relative positions of special blocks (full attention, deepstack taps) in a shorter tower."""
+    out = sorted({min(new_depth - 1, max(0, round((i + 1) * new_depth / depth) - 1)) for i in indexes})
+    return out
+
+
+def scale_config(arch: dict[str, Any], scale: float) -> dict[str, Any]:
+    """Shrink widths and depths by ``scale`` (in (0, 1]) for CPU runs; head dims and geometry are kept.
+
+    Widths: heads scale (head dim fixed, so M-RoPE sections stay valid), ``hidden = heads·head_dim``,
+    ``intermediate`` scales linearly; depths: ``max(1, round(depth·scale))`` (at least 2 for
+    windowed Qwen2.5-VL towers so both block kinds run). Patch/merge/window geometry is untouched,
+    so token counts equal the real model's. The vocabulary is capped at 16384 (the benchmark
+    computes logits for one position only, so it does not change prefill cost) and special token
+    ids are moved inside it.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+        raise ValueError(f"scale must be in (0, 1], got {scale!r}")
+    cfg = copy.deepcopy(arch)
+    if scale == 1:
+        return cfg
+    t, v = cfg["text_config"], cfg["vision_config"]
+    hd = t.get("head_dim")
+    t["num_attention_heads"] = max(1, round(t["num_attention_heads"] * scale))
+    kv = max(1, round(t["num_key_value_heads"] * scale))
+    while t["num_attention_heads"] % kv:
+        kv -= 1
+    t["num_key_value_heads"] = kv
+    head_dim = hd or t["hidden_size"] // arch["text_config"]["num_attention_heads"]
+    t["hidden_size"] = t["num_attention_heads"] * head_dim if hd is None else max(64, round(t["hidden_size"] * scale / 64) * 64)
+    if hd is None:
+        t["head_dim"] = head_dim
+    t["intermediate_size"] = max(64, round(t["intermediate_size"] * scale))
+    t["num_hidden_layers"] = max(1, round(t["num_hidden_layers"] * scale))
+    old_vocab = t["vocab_size"]
+    t["vocab_size"] = min(old_vocab, _SCALED_VOCAB)
+    if t["vocab_size"] < old_vocab:  # the real bos/eos ids fall outside; random weights need none
+        t.update(bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    for key in ("vision_start_token_id", "vision_end_token_id", "image_token_id", "video_token_id",
+                "image_token_index", "video_token_index"):
+        if key in cfg and cfg[key] >= t["vocab_size"]:
+            cfg[key] = t["vocab_size"] - (old_vocab - cfg[key]) % 64 - 1
+
+    depth_key = "depth" if "depth" in v else "num_hidden_layers"
+    heads_key = "num_heads" if "num_heads" in v else "num_attention_heads"
+    width_key = "embed_dim" if cfg["model_type"] == "qwen2_vl" else "hidden_size"
+    vdepth = v[depth_key]
+    vhd = v[width_key] // v[heads_key]
+    v[heads_key] = max(1, round(v[heads_key] * scale))
+    v[width_key] = v[heads_key] * vhd
+    if "intermediate_size" in v:
+        v["intermediate_size"] = max(32, round(v["intermediate_size"] * scale))
+    new_depth = max(2 if "fullatt_block_indexes" in v else 1, round(vdepth * scale))
+    v[depth_key] = new_depth
+    if "fullatt_block_indexes" in v:
+        v["fullatt_block_indexes"] = _remap_layers(v["fullatt_block_indexes"], vdepth, new_depth)
+        if len(v["fullatt_block_indexes"]) == new_depth:  # keep at least one windowed block
+            v["fullatt_block_indexes"] = v["fullatt_block_indexes"][-1:]
+    if "deepstack_visual_indexes" in v:
+        v["deepstack_visual_indexes"] = _remap_layers(v["deepstack_visual_indexes"], vdepth, new_depth)
+    if "out_hidden_size" in v:
+        v["out_hidden_size"] = t["hidden_size"]
+    if cfg["model_type"] == "qwen2_vl":
+        v["hidden_size"] = t["hidden_size"]
+    return cfg
+
+
+def resolve_model(name: str) -> dict[str, Any] | None:
+    """The embedded architecture dict for ``name`` (case-insensitive), or None for a path / Hub id."""
+    return copy.deepcopy(ARCHITECTURES.get(name.lower())) if isinstance(name, str) else None
+
+
+def _config_class(model_type: str):
+    import transformers as tf
+
+    classes = {"qwen2_vl": (tf.Qwen2VLConfig, tf.Qwen2VLForConditionalGeneration),
+               "qwen2_5_vl": (tf.Qwen2_5_VLConfig, tf.Qwen2_5_VLForConditionalGeneration),
+               "qwen3_vl": (tf.Qwen3VLConfig, tf.Qwen3VLForConditionalGeneration),
+               "llava_onevision": (tf.LlavaOnevisionConfig, tf.LlavaOnevisionForConditionalGeneration)}
+    if model_type not in classes:
+        raise ValueError(f"no builder for model_type {model_type!r}; known: {', '.join(sorted(classes))}")
+    return classes[model_type]
+
+
+def build_model(arch: dict[str, Any], dtype=None, device: str = "cpu", seed: int = 0):
+    """A randomly initialised model of architecture ``arch`` (a dict as in :data:`ARCHITECTURES`), eval mode."""
+    import torch
+
+    arch = copy.deepcopy(arch)
+    model_type = arch.pop("model_type")
+    config_cls, model_cls = _config_class(model_type)
+    config = config_cls(**arch)
+    torch.manual_seed(seed)
+    model = model_cls(config)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.to(device).eval()
+
+
+def load_model(path_or_id: str, dtype=None, device: str = "cpu"):
+    """Load a user's checkpoint (local path or Hub id) with ``AutoModelForImageTextToText.from_pretrained``."""
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(path_or_id, dtype=dtype)
+    return model.to(device).eval()

