@@ -16,12 +16,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["ASSETS", "EMBEDDED", "SPEC_FILE", "ModelBundle", "load_bundle", "sample_video"]
+__all__ = ["ASSETS", "EMBEDDED", "SPEC_FILE", "ModelBundle", "load_bundle", "sample_question", "sample_video"]
 
 ASSETS = Path(__file__).parent / "assets"
 EMBEDDED = {"default": ASSETS / "default", "default-uptrained": ASSETS / "default-uptrained"}
 SPEC_FILE = "videoprune.json"
 SAMPLE_VIDEO = ASSETS / "sample.mp4"
+SAMPLE_JSON = ASSETS / "sample.json"  # the sample clip's question, answer and scene description
 
 
 def sample_video() -> str:
@@ -29,6 +30,11 @@ def sample_video() -> str:
     if not SAMPLE_VIDEO.exists():
         raise FileNotFoundError(f"the bundled sample clip is missing: {SAMPLE_VIDEO}")
     return str(SAMPLE_VIDEO)
+
+
+def sample_question() -> str:
+    """The question that goes with :func:`sample_video`."""
+    return json.loads(SAMPLE_JSON.read_text())["question"]
 
 
 @dataclass
@@ -105,7 +111,15 @@ def load_bundle(name_or_path: str = "default", dtype: torch.dtype | None = None,
     local = Path(path)
     spec = json.loads((local / SPEC_FILE).read_text()) if (local / SPEC_FILE).exists() else {}
     kwargs = {"dtype": dtype} if dtype is not None else {}
-    model = AutoModelForImageTextToText.from_pretrained(str(path), **kwargs).eval()
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a CLI's stderr carries our messages, not a loading bar
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(str(path), **kwargs).eval()
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     if device is not None:
         model = model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(str(path))

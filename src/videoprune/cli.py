@@ -114,12 +114,43 @@ def _bench_run(args: argparse.Namespace) -> int:
 Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 # name -> (one-line help, add flags, run). Adding a subcommand is adding an entry here.
+# --------------------------------------------------------------------------------------------
+# ask
+# --------------------------------------------------------------------------------------------
+def _ask_parser(p: argparse.ArgumentParser) -> None:
+    from .ask import AskConfig  # noqa: PLC0415
+
+    p.add_argument("video", nargs="?", default=None,
+                   help="video file (default: the bundled sample clip, for the default model)")
+    p.add_argument("question", nargs="?", default=None,
+                   help="question about the video (default: the sample clip's question)")
+    add_config_args(p, AskConfig)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _ask_run(args: argparse.Namespace) -> int:
+    from .ask import AskConfig, ask, format_answer  # noqa: PLC0415
+    from .bundle import sample_question, sample_video  # noqa: PLC0415
+
+    cfg = config_from_args(AskConfig, args)
+    if args.video is None:
+        args.video, args.question = sample_video(), args.question or sample_question()
+        print(f"video         {args.video} (bundled sample)\nquestion      {args.question}", file=sys.stderr)
+    if args.question is None:
+        raise ValueError("give a question after the video")
+    result = ask(args.video, args.question, cfg)
+    print(json.dumps(result.to_json()) if args.json else format_answer(result))
+    return 0
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "analyze": ("show which video tokens EVS keeps: summary, PNG contact sheet, JSON report",
                 _analyze_parser, _analyze_run),
     "train": ("fine-tune a video VLM with pruning on (EVS uptraining; torchrun for DDP/FSDP) and export it",
               _train_parser, _train_run),
-    "bench": ("benchmarks: 'bench speed' measures TTFT, prefill, decode and memory over frames x rates",
+    "ask": ("answer a question about a video with a pruned VLM (default: the embedded model) and show the savings",
+            _ask_parser, _ask_run),
+    "bench": ("benchmarks: 'bench speed' (TTFT, prefill, decode, memory) and 'bench accuracy' (accuracy vs kept tokens)",
               _bench_parser, _bench_run),
 }
 

@@ -183,10 +183,11 @@ def _install(handle: PruneHandle) -> None:
         past = int(cache.get_seq_length()) if cache is not None else 0
         if past == 0:
             handle._state = None
-            layout = adapter.video_layout(_resolve_call(handle)) if handle._call is not None else None
+            call = _resolve_call(handle) if handle._call is not None else None
+            layout = adapter.video_layout(call) if call is not None else None
             if layout is None:
                 return lm_fwd(**kwargs)
-            return lm_fwd(**_prefill(handle, layout, kwargs))
+            return lm_fwd(**_prefill(handle, layout, kwargs, call))
         if handle._state is None:
             return lm_fwd(**kwargs)
         return lm_fwd(**_decode(handle, kwargs, past))
@@ -281,7 +282,8 @@ def _full_positions(handle: PruneHandle, kwargs: dict, batch: int, length: int, 
     return pos.expand(batch, length)
 
 
-def _prefill(handle: PruneHandle, layout, kwargs: dict) -> dict:
+def _prefill(handle: PruneHandle, layout, kwargs: dict, call: dict) -> dict:
+    """Prune a prefill; ``call`` is the current call's inputs with pre-encoded videos resolved."""
     adapter, cfg = handle.adapter, handle.config
     embeds = kwargs.get("inputs_embeds")
     if embeds is None:
@@ -298,7 +300,7 @@ def _prefill(handle: PruneHandle, layout, kwargs: dict) -> dict:
     grid_keep = _pre_encoder_keep(handle) if _is_pre_encoder(handle) else None
     if grid_keep is None:
         # Selection is a hard top-k (no gradient); detached so that training with autograd works.
-        grid_keep = adapter.select(cfg, layout, features.detach(), handle._call)
+        grid_keep = adapter.select(cfg, layout, features.detach(), call)
     grid_keep = grid_keep.to(embeds.device)
     if on_grid is None:
         video_keep, grid_for_stats = grid_keep, layout.grid_thw

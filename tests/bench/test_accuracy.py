@@ -12,18 +12,8 @@ pytest.importorskip("av")
 
 from videoprune.bench.accuracy import AccuracyConfig, format_table, run_accuracy  # noqa: E402
 from videoprune.bundle import load_bundle  # noqa: E402
-from videoprune.data.qa_model import build_qa_model, save_bundle  # noqa: E402
-from videoprune.train.tokenizer import build_word_tokenizer  # noqa: E402
 
 NUM = 6
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-qa")
-    tok = build_word_tokenizer()
-    save_bundle(build_qa_model(tok, "tiny"), tok, path, num_frames=12)
-    return str(path)
 
 
 def test_bundle_round_trips_model_tokenizer_and_spec(tiny_bundle):

@@ -332,3 +332,18 @@ def test_random_criterion_keeps_the_evs_budget_with_frame_zero(tiny, family):
 def test_random_criterion_seed_must_be_an_int():
     with pytest.raises(ValueError, match="seed"):
         videoprune.EVSConfig(criterion="random", seed=1.5)
+
+
+@pytest.mark.parametrize("family", B.QWEN_FAMILIES)
+def test_pixel_criterion_works_under_generate(tiny, family):
+    """generate() encodes videos before the first forward; the pixel criterion still finds the pixels."""
+    from videoprune.core.evs import pixel_retention_mask
+
+    model = tiny(family)
+    inputs = B.make_inputs(family, ONE, model=model)
+    with patched(model, videoprune.EVSConfig(rate=RATE, criterion="pixel")) as handle:
+        with torch.no_grad():
+            model.generate(**inputs, max_new_tokens=2, do_sample=False)
+        per_frame = handle.stats.videos[0].kept_per_frame
+    mask = pixel_retention_mask(inputs["pixel_values_videos"], inputs["video_grid_thw"], 2, rate=RATE)
+    assert per_frame == tuple(mask.view(B.QWEN_FRAMES // 2, -1).sum(1).tolist())

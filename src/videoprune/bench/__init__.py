@@ -32,7 +32,32 @@ def _speed_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _accuracy_parser(p: argparse.ArgumentParser) -> None:
+    from ..cli import add_config_args
+    from .accuracy import AccuracyConfig
+
+    add_config_args(p, AccuracyConfig)
+
+
+def _accuracy_run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from ..cli import config_from_args
+    from .accuracy import AccuracyConfig, format_table, run_accuracy
+
+    cfg = config_from_args(AccuracyConfig, args)
+    summary = run_accuracy(cfg)
+    print(format_table(summary["results"]))
+    print(f"wrote {cfg.out}/accuracy.json and {cfg.out}/accuracy.png")
+    sys.stdout.flush()
+    print(json.dumps({"results": summary["results"], "model": summary["model"], "seed": summary["seed"], "num": summary["num"]}))
+    return 0
+
+
 #: name -> (one-line help, add flags, run). Adding a benchmark is adding an entry here.
 BENCHES: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "speed": ("TTFT / prefill / decode / memory of pruning methods over frames x rates", _speed_parser, _speed_run),
+    "accuracy": ("accuracy vs kept-token fraction per method on the synthetic temporal video-QA",
+                 _accuracy_parser, _accuracy_run),
 }

@@ -1,0 +1,65 @@
+"""`videoprune ask`: answers, honest token counts and TTFT with and without pruning, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("av")
+
+from videoprune.ask import AskConfig, ask, format_answer  # noqa: E402
+from videoprune.cli import main  # noqa: E402
+from videoprune.core.evs import retained_count  # noqa: E402
+from videoprune.data.synthetic import write_dataset  # noqa: E402
+
+SLICES, TOKENS_PER_SLICE = 6, 16  # 12 frames of 112 px
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clips")
+    jsonl = write_dataset(out, "test", 1, seed=9, num_frames=12, progress=False)
+    rec = json.loads(jsonl.read_text().splitlines()[0])
+    return str(out / rec["video"]), rec["question"]
+
+
+@pytest.mark.parametrize("method", ["evs", "evs-pixel", "evs-pre", "random"])
+def test_ask_reports_the_evs_budget_and_both_ttfts(tiny_bundle, clip, method):
+    """Kept tokens follow retained_count, frame 0 whole; both TTFTs are measured."""
+    r = ask(*clip, AskConfig(model=tiny_bundle, method=method, rate=0.5, timing_runs=1, max_new_tokens=2))
+    assert r.tokens_before == SLICES * TOKENS_PER_SLICE
+    assert r.tokens_after == retained_count(TOKENS_PER_SLICE, SLICES, 0.5)
+    assert r.kept_per_frame[0] == TOKENS_PER_SLICE and sum(r.kept_per_frame) == r.tokens_after
+    assert r.ttft_unpruned_s > 0 and r.ttft_pruned_s > 0
+    assert isinstance(r.answer, str) and "answer" in format_answer(r)
+
+
+def test_ask_at_rate_zero_gives_the_unpruned_answer(tiny_bundle, clip):
+    """Rate 0 keeps every token, so the answer equals the unpruned one."""
+    r = ask(*clip, AskConfig(model=tiny_bundle, rate=0.0, timing_runs=1, max_new_tokens=3))
+    assert r.tokens_after == r.tokens_before and r.answer == r.answer_unpruned
+
+
+def test_ask_cli_prints_json(tiny_bundle, clip, capsys):
+    """The CLI prints one JSON object with the answer and both TTFTs."""
+    assert main(["ask", *clip, "--model", tiny_bundle, "--rate", "0.75", "--timing-runs", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"answer", "tokens_before", "tokens_after", "ttft_unpruned_s", "ttft_pruned_s", "ttft_speedup"} <= set(out)
+    assert out["tokens_after"] == retained_count(TOKENS_PER_SLICE, SLICES, 0.75)
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["/nonexistent.mp4", "q ?"], "videoprune ask: error:"),
+        (["{clip}", "q ?", "--rate", "1.5"], "rate"),
+        (["{clip}", "q ?", "--rate", "0.5", "--threshold", "0.1"], "not both"),
+    ],
+)
+def test_ask_bad_input_is_one_line(tiny_bundle, clip, capsys, args, match):
+    args = [a.replace("{clip}", clip[0]) for a in args]
+    assert main(["ask", *args, "--model", tiny_bundle]) == 1
+    err = capsys.readouterr().err.strip()
+    assert match in err and "\n" not in err and "Traceback" not in err
