@@ -285,6 +285,16 @@ def test_pixel_dissimilarity_is_mean_abs_difference_per_token():
     assert torch.allclose(d[2:], (x[1:] - x[:-1]).abs().mean(-1).reshape(-1))
 
 
+@pytest.mark.parametrize("block_bytes", [1, 300, 1 << 20])
+def test_pixel_dissimilarity_is_the_same_at_every_block_size(monkeypatch, block_bytes):
+    """The blocked pixel pass equals the one-shot mean |x_t - x_{t-1}| bit for bit."""
+    monkeypatch.setattr(evs, "_BLOCK_BYTES_CPU", block_bytes)
+    pixels = torch.randn(5 * 6 * MERGE**2, 12)
+    x = pixels.view(5, 6, MERGE**2 * 12)
+    expected = (x[1:] - x[:-1]).abs().mean(-1).reshape(-1)
+    assert torch.equal(pixel_dissimilarity(pixels, (5, 4, 6), MERGE)[6:], expected)
+
+
 def test_pixel_threshold_mode_is_available():
     """pixel_retention_mask accepts a threshold instead of a rate."""
     pixels = torch.zeros(2 * 4 * 4, 12)

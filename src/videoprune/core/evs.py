@@ -158,6 +158,24 @@ def _video_slices(grids: list[tuple[int, int, int]], row_width: int = 1):
 _BLOCK_BYTES_CPU = 4 << 20
 
 
+def _block_rows(x: torch.Tensor) -> int:
+    """Tokens per block for a pass over ``x`` (tokens, dim): about _BLOCK_BYTES_CPU on CPU, all elsewhere."""
+    if x.device.type != "cpu":
+        return x.shape[0]
+    return max(1, _BLOCK_BYTES_CPU // max(1, x.shape[1] * x.element_size()))
+
+
+def _mean_abs_diff_to_previous_frame(x: torch.Tensor, hw: int) -> torch.Tensor:
+    """``mean |x[i] - x[i - hw]|`` for tokens of frames 1.. as ``((t-1)*hw,)``, in cache-sized blocks."""
+    n_tok = x.shape[0]
+    out = torch.empty(n_tok - hw, dtype=x.dtype, device=x.device)
+    rows = _block_rows(x)
+    for a in range(hw, n_tok, rows):
+        b = min(a + rows, n_tok)
+        torch.mean((x[a:b] - x[a - hw : b - hw]).abs_(), dim=-1, out=out[a - hw : b - hw])
+    return out
+
+
 def _cosine_to_previous_frame(x: torch.Tensor, t: int, hw: int) -> torch.Tensor:
     """``cos(x[i], x[i - hw])`` for every token of frames 1..t-1, as a flat ``((t-1)*hw,)`` tensor.
 
@@ -171,10 +189,7 @@ def _cosine_to_previous_frame(x: torch.Tensor, t: int, hw: int) -> torch.Tensor:
     if not bool(torch.isfinite(norms).all()):
         raise ValueError("features contain NaN or infinite values (or values whose norm overflows)")
     norms.clamp_min_(COSINE_EPS)
-    if x.device.type == "cpu":
-        rows = max(hw, _BLOCK_BYTES_CPU // max(1, dim * x.element_size()))
-    else:
-        rows = n_tok
+    rows = max(hw, _block_rows(x))
     out = torch.empty(n_tok - hw, dtype=x.dtype, device=x.device)
     prev = x[:hw] / norms[:hw]  # normalised tokens [a - hw, a)
     a = hw
@@ -246,13 +261,13 @@ def pixel_dissimilarity(
     _check_tokens(pixel_values, "pixel_values", grids, row_width=unit)
     out = []
     for (t, h, w), sl in _video_slices(grids, row_width=unit):
-        x = pixel_values[sl].float().reshape(t, h * w, -1)
+        x = pixel_values[sl].float().reshape(t * h * w, -1)  # one row per LLM token
         if t == 1:
             if not bool(torch.isfinite(x).all()):
                 raise ValueError("pixel_values contain NaN or infinite values")
             out.append(torch.full((h * w,), float("inf"), device=x.device))
             continue
-        diff = (x[1:] - x[:-1]).abs_().mean(-1)
+        diff = _mean_abs_diff_to_previous_frame(x, h * w)
         # every pixel of the video enters some difference, so this catches any NaN/inf input
         if not bool(torch.isfinite(diff).all()):
             raise ValueError("pixel_values contain NaN or infinite values")
