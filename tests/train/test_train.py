@@ -85,11 +85,6 @@ def test_stochastic_rates_need_an_export_rate(toy_jsonl, tmp_path):
         tiny_config(toy_jsonl, tmp_path, rate_dist="uniform:0.2,0.8")
 
 
-def test_method_stts_says_it_needs_the_stts_patch(toy_jsonl, tmp_path):
-    with pytest.raises(ValueError, match="needs the STTS model patch"):
-        train(tiny_config(toy_jsonl, tmp_path, method="stts", no_export=True))
-
-
 def test_cli_trains_logs_and_exports(toy_jsonl, tmp_path):
     from videoprune.cli import main
 
