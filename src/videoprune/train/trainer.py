@@ -332,6 +332,11 @@ def train(cfg: TrainConfig, on_step: Callable[[StepInfo], Any] | None = None, pr
             print(f"videoprune train: {msg}", file=sys.stderr, flush=True)
 
     try:
+        if cfg.strategy == "fsdp" and d.device.type != "cuda":  # up front, on every rank, before any collective
+            raise ValueError(f"strategy='fsdp' needs CUDA devices (torch FSDP has no CPU backend; this run is on "
+                             f"{d.device}); use strategy='ddp' on CPU")
+        if cfg.strategy == "fsdp" and d.world_size == 1:
+            log("strategy=fsdp with a single rank: nothing to shard, training the model unwrapped")
         # ---- data: every rank reads the same usable list; its shard comes from the schedule ----
         records, skipped = read_jsonl(cfg.data, cfg.on_bad_video, progress=bool(progress) and d.main)
         for bad in skipped:
@@ -482,8 +487,6 @@ def _all_mean(value: float, d: _Dist) -> float:
 def _wrap(cfg: TrainConfig, d: _Dist, model):
     if d.world_size == 1:
         return model
-    if cfg.strategy == "fsdp" and d.device.type != "cuda":
-        raise ValueError("strategy='fsdp' needs CUDA devices (torch FSDP has no CPU backend); use strategy='ddp' on CPU")
     if cfg.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
