@@ -85,11 +85,6 @@ def test_stochastic_rates_need_an_export_rate(toy_jsonl, tmp_path):
         tiny_config(toy_jsonl, tmp_path, rate_dist="uniform:0.2,0.8")
 
 
-def test_method_stts_says_it_needs_the_stts_patch(toy_jsonl, tmp_path):
-    with pytest.raises(ValueError, match="needs the STTS model patch"):
-        train(tiny_config(toy_jsonl, tmp_path, method="stts", no_export=True))
-
-
 def test_cli_trains_logs_and_exports(toy_jsonl, tmp_path):
     from videoprune.cli import main
 
@@ -111,3 +106,10 @@ def test_cli_reports_bad_flags_in_one_line(capsys):
     assert main(["train", "--data", "x.jsonl", "--model", "tiny:qwen2_vl", "--output-dir", "o",
                  "--rate-dist", "uniform:0.9,0.1"]) == 1
     assert "rate_dist 'uniform:a,b' needs 0 <= a <= b < 1" in capsys.readouterr().err
+
+
+def test_fsdp_on_cpu_is_refused_up_front(toy_jsonl, tmp_path):
+    """FSDP needs an accelerator: refused before any data or model is loaded, also in a single process."""
+    with pytest.raises(ValueError, match="strategy='fsdp' needs CUDA devices.*use strategy='ddp' on CPU"):
+        train(tiny_config(toy_jsonl, tmp_path, strategy="fsdp", device="cpu", no_export=True))
+    assert not (tmp_path / "metrics.csv").exists()

@@ -13,3 +13,18 @@ def tiny_config(data, out, **overrides) -> TrainConfig:
               min_pixels=PIXELS, max_pixels=PIXELS, rate_dist="fixed:0.5", schedule="constant", seed=0)
     kw.update(overrides)
     return TrainConfig(**kw)
+
+
+def toy_batch(data, indices) -> dict:
+    """The collated micro-batch the trainer feeds for ``indices`` (tiny Qwen2.5-VL, word tokenizer)."""
+    from videoprune.train.data import VideoQADataset, collate, read_jsonl
+    from videoprune.train.tokenizer import build_word_tokenizer
+    from videoprune.video import SamplingConfig
+
+    records, _ = read_jsonl(str(data))
+    tok = build_word_tokenizer()
+    ds = VideoQADataset(records, tok, "qwen2_5_vl", sampling=SamplingConfig(num_frames=FRAMES), min_pixels=PIXELS,
+                        max_pixels=PIXELS)
+    batch = collate([ds[i] for i in indices], tok.pad_token_id)
+    batch.pop("index")
+    return batch

@@ -1,4 +1,4 @@
-"""Uptraining on torch.distributed: EVS with per-step random rates (and STTS once its model patch lands).
+"""Training on torch.distributed: EVS uptraining with per-step random rates, and STTS scorer training.
 
 ``videoprune.train.train(TrainConfig(...))`` or ``videoprune train ...``; see docs/train.md.
 """

@@ -45,8 +45,10 @@ class TrainConfig:
         "required for stochastic rate distributions"))
     stts_ratio: float = field(default=0.5, metadata=_h("stts: fraction of pooled video tokens dropped"))
     stts_aux_weight: float = field(default=0.5, metadata=_h("stts: coefficient of the temporal auxiliary loss"))
-    train_base: bool = field(default=False, metadata=_h("stts: also train the base model (default: frozen, "
-                                                        "scorer only)"))
+    stts_prune_at: int = field(default=3, metadata=_h("stts: ViT block (from 0) whose output the scorer reads "
+                                                       "(STTSConfig.prune_at; at most encoder depth - 2)"))
+    train_base: bool = field(default=False, metadata=_h("stts: also train the base model, fully or with --lora "
+                                                        "(default: frozen, only the scorer trains)"))
     lora: bool = field(default=False, metadata=_h("train LoRA adapters (peft) on the language model instead of "
                                                   "all weights; merged at export"))
     lora_r: int = field(default=16, metadata=_h("LoRA rank"))
@@ -98,7 +100,7 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        for name in ("warmup_steps", "save_every", "num_workers", "seed"):
+        for name in ("warmup_steps", "save_every", "num_workers", "seed", "stts_prune_at"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {v!r}")
@@ -122,6 +124,14 @@ class TrainConfig:
             raise ValueError("give either num_frames or fps, not both")
         if self.device is not None and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {self.device!r}")
+        if self.method == "evs" and self.train_base:
+            raise ValueError("train_base is a method='stts' setting (EVS uptraining always trains the base model)")
+        if self.method == "stts" and self.lora and not self.train_base:
+            raise ValueError("lora with method='stts' trains the base model: add train_base (--train-base), or drop "
+                             "lora to train the scorer alone")
+        if self.method == "stts" and self.strategy == "fsdp":
+            raise ValueError("strategy='fsdp' with method='stts' is not supported (the STTS vision driver calls the "
+                             "encoder blocks itself and has not been run under FSDP); use strategy='ddp'")
         if self.strategy == "fsdp" and self.lora:
             raise ValueError("strategy='fsdp' with lora is not supported (LoRA merge at export needs the whole "
                              "model on one rank); use strategy='ddp' with lora")

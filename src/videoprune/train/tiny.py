@@ -2,7 +2,8 @@
 
 They use the family's real patch geometry (14 px patches, 2x2 merge, temporal patch 2), so the
 inputs :func:`videoprune.video.prepare_inputs` builds fit them exactly; everything else is tiny
-(hidden width 32, one vision block, two decoder layers). Random weights: they learn only what
+(hidden width 32, two decoder layers; one vision block for Qwen2-VL, three for Qwen2.5-VL so that
+STTS can score after block 0 or 1 and prune the rest: ``--stts-prune-at 0|1``). Random weights: they learn only what
 training teaches them.
 """
 
@@ -35,8 +36,8 @@ def tiny_model(name: str, tokenizer, seed: int = 0):
                       spatial_merge_size=2, temporal_patch_size=2)
         model = tf.Qwen2VLForConditionalGeneration(tf.Qwen2VLConfig(text_config=text, vision_config=vision, **ids))
     else:
-        vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, patch_size=14,
-                      spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[0])
+        vision = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, patch_size=14,
+                      spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[0, 2])
         model = tf.Qwen2_5_VLForConditionalGeneration(tf.Qwen2_5_VLConfig(text_config=text, vision_config=vision,
                                                                            **ids))
     return model.float()

@@ -27,8 +27,10 @@ import torch
 from .config import TINY_MODELS, TrainConfig
 from .rates import rate_for_step
 
-__all__ = ["StepInfo", "TrainResult", "train", "latest_checkpoint"]
+__all__ = ["StepInfo", "TrainResult", "STTSTrainModule", "STTS_SCORER_FILE", "train", "latest_checkpoint", "stts_config"]
 
+#: file name of the trained STTS scorer in the export directory
+STTS_SCORER_FILE = "stts_scorer.safetensors"
 CSV_FIELDS = ("step", "epoch", "loss", "rate", "lr", "kept_fraction", "aux_loss", "seconds")
 
 
@@ -43,15 +45,17 @@ class StepInfo:
     lr: float
     kept_fraction: float  # video tokens kept / before, this rank's last micro-batch (1.0 without video)
     indices: list[int]  # this rank's sample indices (into the usable records) in this step
-    model: torch.nn.Module  # as trained (DDP/FSDP-wrapped under torchrun)
+    model: torch.nn.Module  # as trained (DDP/FSDP-wrapped under torchrun; stts: an STTSTrainModule)
     rank: int
     world_size: int
+    aux_loss: float | None = None  # stts: this rank's mean weighted auxiliary loss over its micro-batches
 
 
 @dataclass
 class TrainResult:
     steps: int
-    losses: list[float] = field(default_factory=list)  # global mean loss per step run in this call
+    losses: list[float] = field(default_factory=list)  # global mean task loss per step run in this call
+    aux_losses: list[float] = field(default_factory=list)  # stts: global mean weighted aux loss per step
     export_dir: str | None = None
     checkpoint_dir: str | None = None
     skipped: list = field(default_factory=list)  # BadVideo entries dropped from the data
@@ -145,20 +149,39 @@ def _apply_lora(cfg: TrainConfig, model):
         raise ValueError(f"lora_targets {cfg.lora_targets!r} matched no language-model module: {e}") from None
 
 
+def stts_config(cfg: TrainConfig, scorer_path: str | None = None):
+    """The :class:`~videoprune.stts.STTSConfig` that ``method='stts'`` trains (and that reloads its export)."""
+    from ..stts import STTSConfig
+
+    return STTSConfig(ratio=cfg.stts_ratio, prune_at=cfg.stts_prune_at, aux_loss_weight=cfg.stts_aux_weight,
+                      scorer_path=scorer_path)
+
+
 def _patch_method(cfg: TrainConfig, base, first_rate: float):
     import videoprune
 
     if cfg.method == "evs":
         return videoprune.patch(base, videoprune.EVSConfig(rate=first_rate))
-    from ..stts import STTSConfig
+    return videoprune.patch(base, stts_config(cfg))
 
-    try:
-        return videoprune.patch(base, STTSConfig(ratio=cfg.stts_ratio, aux_loss_weight=cfg.stts_aux_weight))
-    except ValueError as e:
-        if "EVSConfig" in str(e):
-            raise ValueError("--method stts needs the STTS model patch (videoprune.patch with an STTSConfig), "
-                             "which this build does not have yet; use --method evs") from None
-        raise
+
+class STTSTrainModule(torch.nn.Module):
+    """What ``method='stts'`` trains: the (patched) model and the STTS scorer as one module.
+
+    The scorer is not a submodule of the model (``handle.scorer`` lives beside it, so that the
+    model's ``save_pretrained`` never contains it). Holding both here puts the scorer in the
+    module DDP wraps (its gradients are all-reduced with the model's), in the optimizer and in
+    the checkpoint (keys ``scorer.*``; the model's are ``model.*``). ``forward`` is the model's:
+    the patched forward calls ``handle.scorer``, i.e. ``self.scorer``.
+    """
+
+    def __init__(self, model: torch.nn.Module, scorer: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.scorer = scorer
+
+    def forward(self, **inputs):
+        return self.model(**inputs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,7 +221,8 @@ def _save_checkpoint(path: Path, d: _Dist, model, optimizer, scheduler, step: in
 
 # fields that must match for a resumed run to continue the same trajectory
 _RESUME_FIELDS = ("data", "model", "method", "rate_dist", "batch_size", "grad_accum", "seed", "lora", "lora_r",
-                  "lora_targets", "strategy", "num_frames", "fps", "min_pixels", "max_pixels", "on_bad_video")
+                  "lora_targets", "strategy", "num_frames", "fps", "min_pixels", "max_pixels", "on_bad_video",
+                  "stts_ratio", "stts_prune_at", "stts_aux_weight", "train_base")
 
 
 def _load_checkpoint(path: Path, d: _Dist, model, optimizer, scheduler, cfg: TrainConfig) -> tuple[int, dict]:
@@ -308,6 +332,11 @@ def train(cfg: TrainConfig, on_step: Callable[[StepInfo], Any] | None = None, pr
             print(f"videoprune train: {msg}", file=sys.stderr, flush=True)
 
     try:
+        if cfg.strategy == "fsdp" and d.device.type != "cuda":  # up front, on every rank, before any collective
+            raise ValueError(f"strategy='fsdp' needs CUDA devices (torch FSDP has no CPU backend; this run is on "
+                             f"{d.device}); use strategy='ddp' on CPU")
+        if cfg.strategy == "fsdp" and d.world_size == 1:
+            log("strategy=fsdp with a single rank: nothing to shard, training the model unwrapped")
         # ---- data: every rank reads the same usable list; its shard comes from the schedule ----
         records, skipped = read_jsonl(cfg.data, cfg.on_bad_video, progress=bool(progress) and d.main)
         for bad in skipped:
@@ -327,7 +356,11 @@ def train(cfg: TrainConfig, on_step: Callable[[StepInfo], Any] | None = None, pr
                              f"grad_accum={cfg.grad_accum}; set max_steps or use more data")
 
         dist_rate = cfg.rate_distribution
-        if cfg.lora:
+        if cfg.method == "stts" and not cfg.train_base:  # only the scorer trains
+            trainable = base = model
+            for p in model.parameters():
+                p.requires_grad_(False)
+        elif cfg.lora:
             trainable = _apply_lora(cfg, model)
             base = trainable.get_base_model()
         else:
@@ -335,9 +368,10 @@ def train(cfg: TrainConfig, on_step: Callable[[StepInfo], Any] | None = None, pr
             for p in model.parameters():
                 p.requires_grad_(True)
         handle = _patch_method(cfg, base, rate_for_step(dist_rate, cfg.seed, 0, 0))
-        trainable.to(d.device)
+        module = STTSTrainModule(trainable, handle.scorer) if cfg.method == "stts" else trainable
+        module.to(d.device)
         _seed_all(cfg.seed * 1000 + d.rank)  # dropout etc. differ per rank, reproducibly
-        wrapped = _wrap(cfg, d, trainable)
+        wrapped = _wrap(cfg, d, module)
         params = [p for p in wrapped.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total))
@@ -385,6 +419,7 @@ def train(cfg: TrainConfig, on_step: Callable[[StepInfo], Any] | None = None, pr
                 if cfg.method == "evs":
                     handle.config = dataclasses.replace(handle.config, rate=rate)
                 rates.append(rate)
+                handle.stats = None
                 sync = a == cfg.grad_accum - 1 or d.world_size == 1 or not hasattr(wrapped, "no_sync")
                 with (contextlib.nullcontext() if sync else wrapped.no_sync()), autocast():
                     outputs = wrapped(**batch)
@@ -399,6 +434,8 @@ def train(cfg: TrainConfig, on_step: Callable[[StepInfo], Any] | None = None, pr
                 losses.append(float(outputs.loss.detach()))
                 if handle.stats is not None and handle.stats.tokens_before:
                     kept = handle.stats.tokens_after / handle.stats.tokens_before
+                elif cfg.method == "stts":
+                    raise RuntimeError("the STTS patch recorded no keep statistics for a training batch with video")
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
@@ -407,17 +444,22 @@ def train(cfg: TrainConfig, on_step: Callable[[StepInfo], Any] | None = None, pr
             local = sum(losses) / len(losses)
             mean = _all_mean(local, d)
             result.losses.append(mean)
+            local_aux = sum(aux_losses) / len(aux_losses) if aux_losses else None
+            mean_aux = _all_mean(local_aux, d) if aux_losses else None
+            if aux_losses:
+                result.aux_losses.append(mean_aux)
             result.steps = step + 1
             if on_step is not None:
-                on_step(StepInfo(step + 1, mean, local, rates, lr, kept, indices, wrapped, d.rank, d.world_size))
+                on_step(StepInfo(step + 1, mean, local, rates, lr, kept, indices, wrapped, d.rank, d.world_size,
+                                 local_aux))
             if (step + 1) % cfg.log_every == 0 or step + 1 == total:
                 logger.log({"step": step + 1, "epoch": f"{(step * cfg.grad_accum) / schedule.micro_per_epoch:.4f}",
                             "loss": f"{mean:.6f}", "rate": f"{sum(rates) / len(rates):.6f}", "lr": f"{lr:.6g}",
                             "kept_fraction": f"{kept:.6f}",
-                            "aux_loss": f"{sum(aux_losses) / len(aux_losses):.6f}" if aux_losses else "",
+                            "aux_loss": f"{mean_aux:.6f}" if aux_losses else "",
                             "seconds": f"{time.perf_counter() - t0:.3f}"})
             bar.update(1)
-            bar.set_postfix(loss=f"{mean:.4f}", rate=f"{rates[-1]:.2f}")
+            bar.set_postfix(loss=f"{mean:.4f}", rate=f"{rates[-1]:.2f}", kept=f"{kept:.2f}")
             if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == total:
                 ckpt = out / "checkpoints" / f"step_{step + 1:07d}"
                 _save_checkpoint(ckpt, d, wrapped, optimizer, scheduler, step + 1, cfg)
@@ -445,8 +487,6 @@ def _all_mean(value: float, d: _Dist) -> float:
 def _wrap(cfg: TrainConfig, d: _Dist, model):
     if d.world_size == 1:
         return model
-    if cfg.strategy == "fsdp" and d.device.type != "cuda":
-        raise ValueError("strategy='fsdp' needs CUDA devices (torch FSDP has no CPU backend); use strategy='ddp' on CPU")
     if cfg.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -464,7 +504,22 @@ def _wrap(cfg: TrainConfig, d: _Dist, model):
 
 
 def _export(cfg: TrainConfig, d: _Dist, wrapped, trainable, handle, tokenizer, processor, path: Path) -> str:
-    """Rank 0 writes a standard HF checkpoint: patch removed, LoRA merged, the serving rate in its config."""
+    """Rank 0 writes a standard HF checkpoint: patch removed, LoRA merged, the serving rate in its config.
+
+    ``method='stts'``: the scorer goes to ``stts_scorer.safetensors`` (``handle.save_scorer``)
+    with the STTSConfig it was trained with in ``stts_config.json``; the model itself is
+    written only when it was trained (``train_base``).
+    """
+    if cfg.method == "stts":
+        if d.main:
+            path.mkdir(parents=True, exist_ok=True)
+            handle.save_scorer(str(path / STTS_SCORER_FILE))
+            scfg = dataclasses.asdict(stts_config(cfg))
+            scfg.pop("scorer_path")
+            (path / "stts_config.json").write_text(json.dumps(
+                {"base_model": cfg.model, "base_model_exported": cfg.train_base, "stts": scfg}, indent=2) + "\n")
+        if not cfg.train_base:
+            return str(path)
     full = None
     if cfg.strategy == "fsdp" and d.world_size > 1:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -478,6 +533,9 @@ def _export(cfg: TrainConfig, d: _Dist, wrapped, trainable, handle, tokenizer, p
             model.config.video_pruning_rate = rate  # the key serving engines read (vLLM, SGLang)
         model.config.videoprune_training = {"method": cfg.method, "rate_dist": cfg.rate_dist,
                                             "export_rate": rate, "lora": cfg.lora}
+        if cfg.method == "stts":
+            model.config.videoprune_training = {"method": "stts", "lora": cfg.lora, "stts_ratio": cfg.stts_ratio,
+                                                "stts_prune_at": cfg.stts_prune_at, "scorer": STTS_SCORER_FILE}
         path.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(str(path), state_dict=full)
         (processor or tokenizer).save_pretrained(str(path))
