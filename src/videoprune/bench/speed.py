@@ -10,6 +10,8 @@ piecewise with wrappers that only read the clock:
 * ``selection_s``: computing dissimilarities and the keep mask (embedding or pixel criterion;
   for ``stts`` the scorer + global top-k, which run inside the encoder call);
 * ``llm_prefill_s``: the language model's prefill forward on the (pruned) sequence;
+* ``encoder_llm_s``: ``vision_s + selection_s + llm_prefill_s`` of the same repeat (the
+  "encoder + LLM forward" time STTS reports; its median is taken over the per-repeat sums);
 * ``ttft_s``: ``preprocess_s`` + wall time from ``generate`` entry to the end of the first forward
   (encoder, selection, plan, LLM prefill, first logits) = end-to-end time to first token
   after decoding (decoding is reported once per frame count as ``decode_s``);
@@ -21,7 +23,9 @@ piecewise with wrappers that only read the clock:
 Each setting runs ``warmup`` discarded repeats, then ``repeats`` timed ones, settings of one
 frame count interleaved round-robin (so background load hits all alike): medians and
 ``[min, max]`` spreads are reported. Speedups divide the unpruned baseline (``none``, no patch)
-by the setting, for the same frame count, in the same run.
+by the setting, for the same frame count, in the same run; ``samples`` keeps the per-repeat
+values and ``speedup_paired`` the ``[min, max]`` of the per-round ratios (baseline repeat i /
+setting repeat i, timed back to back), the spread to quote on a loaded machine.
 """
 
 from __future__ import annotations
@@ -464,7 +468,8 @@ def _one_repeat(model, handle, inputs, cfg: SpeedConfig) -> dict[str, float]:
         vision = clock.total.get("vision_all", 0.0) - (sel if in_encoder else 0.0)
     llm = llm_first[0] - (0.0 if in_encoder else sel)
     decode_time = marks[-1] - marks[0]
-    return dict(vision_s=vision, selection_s=sel, llm_prefill_s=llm, prefill_total_s=marks[0] - start,
+    return dict(vision_s=vision, selection_s=sel, llm_prefill_s=llm, encoder_llm_s=vision + sel + llm,
+                prefill_total_s=marks[0] - start,
                 decode_tok_s=(len(marks) - 1) / decode_time if decode_time > 0 else float("nan"),
                 peak_mem_bytes=float(mem.peak), kv_cache_bytes=float(kv[0]))
 
@@ -495,12 +500,17 @@ def _run_once(model, method: str, rate: float, inputs_fn, cfg: SpeedConfig) -> t
     return r, stats, video, inputs
 
 
+_SPEEDUP_KEYS = ("llm_prefill_s", "ttft_s", "vision_s", "encoder_llm_s")
+
+
 def _summarise(method: str, rate: float, rows: list[dict], stats, video, inputs) -> dict[str, Any]:
     out: dict[str, Any] = dict(method=method, rate=rate)
     spread = {}
-    for key in ("preprocess_s", "vision_s", "selection_s", "llm_prefill_s", "ttft_s", "decode_tok_s",
+    for key in ("preprocess_s", "vision_s", "selection_s", "llm_prefill_s", "encoder_llm_s", "ttft_s", "decode_tok_s",
                 "peak_mem_bytes", "kv_cache_bytes"):
         out[key], spread[key] = _stats(rows, key)
+    # per-repeat values in run order: repeat i of every setting ran in the same round-robin pass
+    out["samples"] = {key: [r[key] for r in rows] for key in _SPEEDUP_KEYS}
     out["kv_cache_bytes"] = int(out["kv_cache_bytes"])
     out["peak_mem_bytes"] = int(out["peak_mem_bytes"])
     out["spread"] = spread
@@ -566,8 +576,12 @@ def run_speed(cfg: SpeedConfig, progress: bool = True) -> dict[str, Any]:
         for s in settings:
             s["frames"] = frames
             s["decode_s"] = decode_s
-            for key in ("llm_prefill_s", "ttft_s", "vision_s"):
+            s["speedup_paired"] = {}
+            for key in _SPEEDUP_KEYS:
                 s[key.replace("_s", "_speedup")] = base[key] / s[key] if s[key] > 0 else float("nan")
+                # [min, max] of baseline / setting within each round: load shared by both timings cancels
+                paired = [b / x for b, x in zip(base["samples"][key], s["samples"][key]) if x > 0]
+                s["speedup_paired"][key.replace("_s", "_speedup")] = [min(paired), max(paired)] if paired else []
             s["selection_frac_of_ttft"] = s["selection_s"] / s["ttft_s"]
             s["kv_bytes_per_llm_token"] = s["kv_cache_bytes"] / s["tokens_llm"]
         results.extend(settings)
@@ -594,22 +608,22 @@ def run_speed(cfg: SpeedConfig, progress: bool = True) -> dict[str, Any]:
 def format_table(report: dict[str, Any]) -> str:
     """Human-readable table, one line per setting."""
     head = (f"{'method':<10}{'frames':>7}{'rate':>6}{'tok_llm':>8}{'vision':>9}{'select':>9}{'prefill':>9}"
-            f"{'TTFT':>9}{'dec t/s':>9}{'KV MiB':>8}{'peak MiB':>9}{'prefill x':>10}{'TTFT x':>8}")
+            f"{'TTFT':>9}{'dec t/s':>9}{'KV MiB':>8}{'peak MiB':>9}{'prefill x':>10}{'enc+LLM x':>10}{'TTFT x':>8}")
     lines = [head, "-" * len(head)]
     for r in report["results"]:
-        sp = r["spread"]["ttft_s"]
+        sp, se = r["spread"]["ttft_s"], r.get("speedup_paired", {}).get("encoder_llm_speedup") or [float("nan")] * 2
         lines.append(
             f"{r['method']:<10}{r['frames']:>7}{r['rate']:>6.2f}{r['tokens_llm']:>8}{r['vision_s']:>9.4f}"
             f"{r['selection_s']:>9.5f}{r['llm_prefill_s']:>9.4f}{r['ttft_s']:>9.4f}{r['decode_tok_s']:>9.1f}"
             f"{r['kv_cache_bytes'] / 2**20:>8.2f}{r['peak_mem_bytes'] / 2**20:>9.1f}"
-            f"{r['llm_prefill_speedup']:>10.2f}{r['ttft_speedup']:>8.2f}"
-            f"   (TTFT spread {sp[0]:.4f}-{sp[1]:.4f})")
+            f"{r['llm_prefill_speedup']:>10.2f}{r['encoder_llm_speedup']:>10.2f}{r['ttft_speedup']:>8.2f}"
+            f"   (TTFT spread {sp[0]:.4f}-{sp[1]:.4f}; enc+LLM x per round {se[0]:.2f}-{se[1]:.2f})")
     lines.append("times in seconds (medians); speedups vs the unpatched model ('none') at the same frame count")
     return "\n".join(lines)
 
 
 def plot_speedups(report: dict[str, Any], path: str) -> None:
-    """PNG: LLM-prefill and end-to-end TTFT speedup vs rate, one line per frame count, one row per method."""
+    """PNG: LLM-prefill, encoder + LLM and end-to-end TTFT speedup vs rate, one line per frame count, one row per method."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -617,9 +631,11 @@ def plot_speedups(report: dict[str, Any], path: str) -> None:
 
     res = [r for r in report["results"] if r["method"] != "none"]
     methods = list(dict.fromkeys(r["method"] for r in res))
-    fig, axes = plt.subplots(len(methods), 2, figsize=(10, 3.6 * len(methods)), squeeze=False)
+    panels = (("llm_prefill_speedup", "LLM prefill"), ("encoder_llm_speedup", "encoder + LLM forward"),
+              ("ttft_speedup", "end-to-end TTFT"))
+    fig, axes = plt.subplots(len(methods), len(panels), figsize=(14, 3.6 * len(methods)), squeeze=False)
     for row, m in enumerate(methods):
-        for col, (key, title) in enumerate((("llm_prefill_speedup", "LLM prefill"), ("ttft_speedup", "end-to-end TTFT"))):
+        for col, (key, title) in enumerate(panels):
             ax = axes[row][col]
             for frames in sorted({r["frames"] for r in res}):
                 pts = sorted((r["rate"], r[key]) for r in res if r["method"] == m and r["frames"] == frames)
