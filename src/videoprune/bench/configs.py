@@ -94,6 +94,27 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         vision_config=dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304,
                            num_hidden_layers=26, num_attention_heads=16, image_size=384, patch_size=14),
     ),
+    # allenai/Molmo2-8B (SigLIP2 so400m ViT at 378 px / 14 px patches, 3x3 pooling -> 81 tokens per
+    # frame, Qwen3-8B LLM). TRANSCRIBED from memory of the published config.json, not downloaded;
+    # cross-checked against the Molmo2 config defaults of transformers 5.23 (which document this
+    # checkpoint). The published file declares a 27-layer ViT read at vit_layers [-3, -9]; the
+    # released weights stop at layer 24, so transformers trims the tower to 25 layers with taps
+    # [24, 18] (the two last layers never run) -- written here in that trimmed form. The adapter's
+    # MLP width (12288) and the rope theta (1e6, Qwen3's) are the least certain fields.
+    "molmo2-8b": dict(
+        model_type="molmo2", image_start_token_id=151936, image_end_token_id=151937, image_patch_id=151938,
+        low_res_image_start_token_id=151940, frame_start_token_id=151943, frame_end_token_id=151944,
+        text_config=dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                         num_key_value_heads=8, head_dim=128, vocab_size=151936, additional_vocab_size=128,
+                         qk_norm_type="qwen3", rms_norm_eps=1e-6, max_position_embeddings=36864,
+                         tie_word_embeddings=False, rope_parameters=dict(rope_type="default", rope_theta=1000000.0)),
+        vision_config=dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=25, num_attention_heads=16,
+                           num_key_value_heads=16, head_dim=72, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
+                           image_size=[378, 378], patch_size=14),
+        adapter_config=dict(vision_feature_layer=[24, 18], hidden_size=1152, num_attention_heads=16,
+                            num_key_value_heads=16, head_dim=72, intermediate_size=12288, text_hidden_size=4096,
+                            hidden_act="silu"),
+    ),
 }
 
 # ids of special tokens are moved below this when a scaled config shrinks the vocabulary
@@ -138,6 +159,8 @@ def scale_config(arch: dict[str, Any], scale: float) -> dict[str, Any]:
     t["vocab_size"] = min(old_vocab, _SCALED_VOCAB)
     if t["vocab_size"] < old_vocab:  # the real bos/eos ids fall outside; random weights need none
         t.update(bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    if cfg["model_type"] == "molmo2":
+        return _scale_molmo2(cfg, arch, scale, old_vocab)
     for key in ("vision_start_token_id", "vision_end_token_id", "image_token_id", "video_token_id",
                 "image_token_index", "video_token_index"):
         if key in cfg and cfg[key] >= t["vocab_size"]:
@@ -167,6 +190,36 @@ def scale_config(arch: dict[str, Any], scale: float) -> dict[str, Any]:
     return cfg
 
 
+def _scale_molmo2(cfg: dict[str, Any], arch: dict[str, Any], scale: float, old_vocab: int) -> dict[str, Any]:
+    """The Molmo2 part of :func:`scale_config` (text widths/depth already scaled).
+
+    Special ids live in the additional vocabulary above ``vocab_size`` and keep their offset
+    there. The ViT keeps its head dim and 378 px / 14 px geometry (81 tokens per frame); its
+    depth scales, the two feature taps keep their relative depths (the deepest stays the last
+    block, as in the trimmed real tower) and the adapter follows the scaled widths.
+    """
+    t, v, a = cfg["text_config"], cfg["vision_config"], cfg["adapter_config"]
+    for key in ("image_start_token_id", "image_end_token_id", "image_patch_id", "low_res_image_start_token_id",
+                "frame_start_token_id", "frame_end_token_id"):
+        cfg[key] = t["vocab_size"] + cfg[key] - old_vocab
+    depth = v["num_hidden_layers"]
+    v["num_attention_heads"] = v["num_key_value_heads"] = max(1, round(v["num_attention_heads"] * scale))
+    v["hidden_size"] = v["num_attention_heads"] * v["head_dim"]
+    v["intermediate_size"] = max(32, round(v["intermediate_size"] * scale))
+    new_depth = max(2, round(depth * scale))
+    v["num_hidden_layers"] = new_depth
+    taps = []
+    for i in a["vision_feature_layer"]:
+        j = min(new_depth - 1, max(0, round((i + 1) * new_depth / depth) - 1))
+        while j in taps and j > 0:  # two taps stay two layers
+            j -= 1
+        taps.append(j)
+    a.update(vision_feature_layer=taps, hidden_size=v["hidden_size"], num_attention_heads=v["num_attention_heads"],
+             num_key_value_heads=v["num_attention_heads"], head_dim=v["head_dim"],
+             intermediate_size=max(64, round(a["intermediate_size"] * scale)), text_hidden_size=t["hidden_size"])
+    return cfg
+
+
 def resolve_model(name: str) -> dict[str, Any] | None:
     """The embedded architecture dict for ``name`` (case-insensitive), or None for a path / Hub id."""
     return copy.deepcopy(ARCHITECTURES.get(name.lower())) if isinstance(name, str) else None
@@ -178,7 +231,8 @@ def _config_class(model_type: str):
     classes = {"qwen2_vl": (tf.Qwen2VLConfig, tf.Qwen2VLForConditionalGeneration),
                "qwen2_5_vl": (tf.Qwen2_5_VLConfig, tf.Qwen2_5_VLForConditionalGeneration),
                "qwen3_vl": (tf.Qwen3VLConfig, tf.Qwen3VLForConditionalGeneration),
-               "llava_onevision": (tf.LlavaOnevisionConfig, tf.LlavaOnevisionForConditionalGeneration)}
+               "llava_onevision": (tf.LlavaOnevisionConfig, tf.LlavaOnevisionForConditionalGeneration),
+               "molmo2": (tf.Molmo2Config, tf.Molmo2ForConditionalGeneration)}
     if model_type not in classes:
         raise ValueError(f"no builder for model_type {model_type!r}; known: {', '.join(sorted(classes))}")
     return classes[model_type]

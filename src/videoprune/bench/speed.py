@@ -4,10 +4,14 @@ Per setting (method, frames, rate) and repeat, one ``model.generate`` call on on
 piecewise with wrappers that only read the clock:
 
 * ``preprocess_s``: resize + normalise + patchify the decoded frames (``videoprune.video.preprocess``);
-* ``vision_s``: the vision encoder (``get_video_features``; for ``evs-pre`` the kept-unit encoder),
-  selection excluded;
-* ``selection_s``: computing dissimilarities and the keep mask (embedding or pixel criterion);
+* ``vision_s``: the vision encoder (``get_video_features``; for ``evs-pre`` the kept-unit encoder;
+  for ``stts`` the whole in-encoder path: dense blocks, biased block, packed kept-token blocks,
+  projector on kept tokens), selection excluded;
+* ``selection_s``: computing dissimilarities and the keep mask (embedding or pixel criterion;
+  for ``stts`` the scorer + global top-k, which run inside the encoder call);
 * ``llm_prefill_s``: the language model's prefill forward on the (pruned) sequence;
+* ``encoder_llm_s``: ``vision_s + selection_s + llm_prefill_s`` of the same repeat (the
+  "encoder + LLM forward" time STTS reports; its median is taken over the per-repeat sums);
 * ``ttft_s``: ``preprocess_s`` + wall time from ``generate`` entry to the end of the first forward
   (encoder, selection, plan, LLM prefill, first logits) = end-to-end time to first token
   after decoding (decoding is reported once per frame count as ``decode_s``);
@@ -19,7 +23,9 @@ piecewise with wrappers that only read the clock:
 Each setting runs ``warmup`` discarded repeats, then ``repeats`` timed ones, settings of one
 frame count interleaved round-robin (so background load hits all alike): medians and
 ``[min, max]`` spreads are reported. Speedups divide the unpruned baseline (``none``, no patch)
-by the setting, for the same frame count, in the same run.
+by the setting, for the same frame count, in the same run; ``samples`` keeps the per-repeat
+values and ``speedup_paired`` the ``[min, max]`` of the per-round ratios (baseline repeat i /
+setting repeat i, timed back to back), the spread to quote on a loaded machine.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ __all__ = ["SpeedConfig", "Method", "METHODS", "run_speed", "format_table", "plo
 
 
 # --------------------------------------------------------------------------------------------
-# methods: name -> how to switch it on for a rate. STTS (another branch) adds an entry here.
+# methods: name -> how to switch it on for a rate.
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Method:
@@ -67,6 +73,37 @@ def _evs(**kw) -> Callable[[torch.nn.Module, float], Any]:
     return apply
 
 
+#: The paper's STTS pruning layer: after block 3 of Molmo2's 25-block (trimmed) ViT.
+_STTS_PAPER_PRUNE_AT, _STTS_PAPER_DEPTH = 3, 25
+
+
+def stts_prune_at(model) -> int:
+    """STTS ``prune_at`` for a benchmarked model: the paper's block 3 of 25, at the same relative depth.
+
+    A ``--scale``-d tower is shallower, so block 3 would leave too few (or no) blocks to prune;
+    ``round(4 * depth / 25) - 1`` keeps the dense fraction, clamped to ``[0, depth - 2]`` (at
+    least one block after the biased one). ``depth`` is the deepest ViT block whose output
+    reaches the LLM (Molmo2: the deepest feature tap; Qwen2.5-VL: the last block).
+    """
+    c = model.config
+    if c.model_type == "molmo2":
+        n = int(c.vision_config.num_hidden_layers)
+        depth = max(t + 1 if t >= 0 else n + 1 + t for t in c.adapter_config.vision_feature_layer)
+    else:
+        depth = int(c.vision_config.depth)
+    if depth < 2:
+        raise ValueError(f"STTS needs a vision tower of >= 2 blocks, got {depth}")
+    return min(depth - 2, max(0, round((_STTS_PAPER_PRUNE_AT + 1) * depth / _STTS_PAPER_DEPTH) - 1))
+
+
+def _stts(model, rate):
+    import videoprune
+
+    # a freshly initialised (untrained) scorer: speed does not depend on what it learned, only on
+    # how many tokens it keeps, and that count is fixed by the ratio (global top-k per video)
+    return videoprune.patch(model, videoprune.STTSConfig(ratio=rate, prune_at=stts_prune_at(model)))
+
+
 METHODS: dict[str, Method] = {
     "none": Method("unpatched model (the baseline; rate ignored)", lambda model, rate: None),
     "evs": Method("EVS on LLM-side embeddings, after the encoder (what serving engines ship)", _evs()),
@@ -74,6 +111,8 @@ METHODS: dict[str, Method] = {
                         ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")),
     "evs-pre": Method("EVS with the pixel criterion BEFORE the encoder, which encodes kept tokens only",
                       _evs(criterion="pixel", stage="pre_encoder"), ("qwen2_vl", "qwen2_5_vl")),
+    "stts": Method("STTS (learned scorer, untrained weights) pruning INSIDE the vision encoder after block prune_at "
+                   "(see stts_prune_at); the LLM gets kept tokens only", _stts, ("molmo2", "qwen2_5_vl")),
 }
 
 
@@ -90,7 +129,7 @@ class SpeedConfig:
 
     model: str = field(default="qwen2.5-vl-7b", metadata={
         "help": "named architecture (random weights: qwen2-vl-7b, qwen2.5-vl-3b, qwen2.5-vl-7b, qwen3-vl-4b, "
-                "qwen3-vl-8b, llava-onevision-7b) or a checkpoint path / Hub id (loaded with from_pretrained)"})
+                "qwen3-vl-8b, llava-onevision-7b, molmo2-8b) or a checkpoint path / Hub id (loaded with from_pretrained)"})
     scale: float = field(default=1.0, metadata={
         "help": "shrink widths and depths of a named architecture by this factor (0, 1] for CPU runs"})
     frames: str = field(default="16,32,64", metadata={"help": "comma-separated frame counts"})
@@ -298,16 +337,80 @@ def _synthetic_ids(model, video, prompt_tokens: int) -> dict[str, torch.Tensor]:
     return out
 
 
+@dataclass
+class _Molmo2Video:
+    """Molmo2 video tensors (what ``Molmo2VideoProcessor`` returns, shapes and layout of transformers 5.23).
+
+    Every frame is resized to the ViT's ``image_size`` square and cut into ``p x p`` patches
+    (rows of ``p * p * 3`` values); ``pool x pool`` windows (3 x 3) of patches, in raster order,
+    form the LLM tokens (``video_token_pooling`` lists their patch indices).
+    """
+
+    pixel_values_videos: torch.Tensor  # (T, Hp * Wp, p * p * 3) float32
+    video_token_pooling: torch.Tensor  # (T * H' * W', pool * pool) int64, global patch indices
+    video_grids: torch.Tensor  # (1, 3): (T, H', W')
+    tokens_per_frame: int
+    temporal_slices: int
+
+    @property
+    def num_video_tokens(self) -> int:
+        return self.tokens_per_frame * self.temporal_slices
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        return {"pixel_values_videos": self.pixel_values_videos, "video_token_pooling": self.video_token_pooling,
+                "video_grids": self.video_grids}
+
+
+def _molmo2_preprocess(model, clip, pool: int = 3) -> _Molmo2Video:
+    """Resize (PIL bicubic) + normalise (SigLIP mean/std 0.5) + patchify every frame for Molmo2's ViT."""
+    from ..video.preprocess import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, _resize_normalize
+
+    vc = model.config.vision_config
+    (h, w), p = (int(x) for x in vc.image_size), int(vc.patch_size)
+    x = torch.from_numpy(_resize_normalize(clip.frames, (h, w), IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD))
+    t, hp, wp = x.shape[0], h // p, w // p
+    rows = x.view(t, 3, hp, p, wp, p).permute(0, 2, 4, 3, 5, 1).reshape(t, hp * wp, p * p * 3)
+    grid = torch.arange(hp * wp).view(hp, wp)
+    win = grid.view(hp // pool, pool, wp // pool, pool).permute(0, 2, 1, 3).reshape(-1, pool * pool)
+    pooling = torch.cat([win + f * hp * wp for f in range(t)])
+    return _Molmo2Video(rows.contiguous(), pooling, torch.tensor([[t, hp // pool, wp // pool]]),
+                        (hp // pool) * (wp // pool), t)
+
+
+def _molmo2_ids(model, video: _Molmo2Video, prompt_tokens: int) -> dict[str, torch.Tensor]:
+    """'<text> (<timestamp text> <frame_start> <im_patch>*81 <frame_end>)*T <text>', Molmo2's video layout."""
+    c = model.config
+    gen = torch.Generator().manual_seed(0)
+    hi = c.get_text_config().vocab_size  # special ids live above the base vocabulary
+
+    def text(n):
+        return torch.randint(10, hi, (n,), generator=gen).tolist()
+
+    head = prompt_tokens // 2
+    ids = text(head)
+    for _ in range(video.temporal_slices):
+        ids += text(3) + [c.frame_start_token_id] + [c.image_patch_id] * video.tokens_per_frame + [c.frame_end_token_id]
+    ids += text(prompt_tokens - head)
+    ids = torch.tensor([ids])
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+            "mm_token_type_ids": (ids == c.image_patch_id).long()}
+
+
 def _make_inputs(model, cfg: SpeedConfig, clip, tokenizer=None) -> tuple[dict, Any, float]:
     """(model inputs on the device, VideoTensors, preprocess seconds)."""
     from ..video import preprocess
 
     family = _family_of(model)
-    kw = {} if family == "llava_onevision" else {"max_pixels": cfg.max_pixels, "min_pixels": 0}
     t = time.perf_counter()
-    video = preprocess(clip, family, **kw)
-    pre_s = time.perf_counter() - t
-    inputs = dict(_synthetic_ids(model, video, cfg.prompt_tokens), **video.model_inputs())
+    if family == "molmo2":
+        video = _molmo2_preprocess(model, clip)
+        pre_s = time.perf_counter() - t
+        inputs = dict(_molmo2_ids(model, video, cfg.prompt_tokens), **video.model_inputs())
+    else:
+        kw = {} if family == "llava_onevision" else {"max_pixels": cfg.max_pixels, "min_pixels": 0}
+        video = preprocess(clip, family, **kw)
+        pre_s = time.perf_counter() - t
+        inputs = dict(_synthetic_ids(model, video, cfg.prompt_tokens), **video.model_inputs())
     dtype = getattr(torch, cfg.dtype)
     inputs = {k: (v.to(cfg.device, dtype) if v.is_floating_point() and k.startswith("pixel") else v.to(cfg.device))
               for k, v in inputs.items()}
@@ -324,7 +427,12 @@ def _one_repeat(model, handle, inputs, cfg: SpeedConfig) -> dict[str, float]:
     # wrapped on top of the patch's own wrappers: the LLM timer includes post-encoder selection,
     # which is subtracted below (pre-encoder selection happens inside the encoder call instead)
     clock.wrap(lm, "forward", "llm_all")
-    if handle is not None:
+    in_encoder = handle is not None and (getattr(handle.config, "stage", None) == "pre_encoder"
+                                         or _is_stts(handle))
+    if handle is not None and _is_stts(handle):
+        # scorer + top-k run inside the encoder call: time them there (the family module's name for it)
+        clock.wrap(sys.modules[type(handle.adapter).__module__], "score_and_select", "selection")
+    elif handle is not None:
         adapter = handle.adapter
         clock.wrap(adapter, "select", "selection")
         if hasattr(adapter, "select_pre_encoder"):
@@ -354,13 +462,22 @@ def _one_repeat(model, handle, inputs, cfg: SpeedConfig) -> dict[str, float]:
         hook.remove()
         clock.unwrap()
     sel = sel_first[0]
-    pre = handle is not None and getattr(handle.config, "stage", None) == "pre_encoder"
-    vision = clock.total.get("vision_pre", 0.0) - sel if pre else clock.total.get("vision_all", 0.0)
-    llm = llm_first[0] - (0.0 if pre else sel)
+    if handle is not None and getattr(handle.config, "stage", None) == "pre_encoder":
+        vision = clock.total.get("vision_pre", 0.0) - sel
+    else:
+        vision = clock.total.get("vision_all", 0.0) - (sel if in_encoder else 0.0)
+    llm = llm_first[0] - (0.0 if in_encoder else sel)
     decode_time = marks[-1] - marks[0]
-    return dict(vision_s=vision, selection_s=sel, llm_prefill_s=llm, prefill_total_s=marks[0] - start,
+    return dict(vision_s=vision, selection_s=sel, llm_prefill_s=llm, encoder_llm_s=vision + sel + llm,
+                prefill_total_s=marks[0] - start,
                 decode_tok_s=(len(marks) - 1) / decode_time if decode_time > 0 else float("nan"),
                 peak_mem_bytes=float(mem.peak), kv_cache_bytes=float(kv[0]))
+
+
+def _is_stts(handle) -> bool:
+    from ..stts.config import STTSConfig
+
+    return isinstance(handle.config, STTSConfig)
 
 
 def _stats(rows: list[dict[str, float]], key: str) -> tuple[float, list[float]]:
@@ -383,12 +500,17 @@ def _run_once(model, method: str, rate: float, inputs_fn, cfg: SpeedConfig) -> t
     return r, stats, video, inputs
 
 
+_SPEEDUP_KEYS = ("llm_prefill_s", "ttft_s", "vision_s", "encoder_llm_s")
+
+
 def _summarise(method: str, rate: float, rows: list[dict], stats, video, inputs) -> dict[str, Any]:
     out: dict[str, Any] = dict(method=method, rate=rate)
     spread = {}
-    for key in ("preprocess_s", "vision_s", "selection_s", "llm_prefill_s", "ttft_s", "decode_tok_s",
+    for key in ("preprocess_s", "vision_s", "selection_s", "llm_prefill_s", "encoder_llm_s", "ttft_s", "decode_tok_s",
                 "peak_mem_bytes", "kv_cache_bytes"):
         out[key], spread[key] = _stats(rows, key)
+    # per-repeat values in run order: repeat i of every setting ran in the same round-robin pass
+    out["samples"] = {key: [r[key] for r in rows] for key in _SPEEDUP_KEYS}
     out["kv_cache_bytes"] = int(out["kv_cache_bytes"])
     out["peak_mem_bytes"] = int(out["peak_mem_bytes"])
     out["spread"] = spread
@@ -454,8 +576,12 @@ def run_speed(cfg: SpeedConfig, progress: bool = True) -> dict[str, Any]:
         for s in settings:
             s["frames"] = frames
             s["decode_s"] = decode_s
-            for key in ("llm_prefill_s", "ttft_s", "vision_s"):
+            s["speedup_paired"] = {}
+            for key in _SPEEDUP_KEYS:
                 s[key.replace("_s", "_speedup")] = base[key] / s[key] if s[key] > 0 else float("nan")
+                # [min, max] of baseline / setting within each round: load shared by both timings cancels
+                paired = [b / x for b, x in zip(base["samples"][key], s["samples"][key]) if x > 0]
+                s["speedup_paired"][key.replace("_s", "_speedup")] = [min(paired), max(paired)] if paired else []
             s["selection_frac_of_ttft"] = s["selection_s"] / s["ttft_s"]
             s["kv_bytes_per_llm_token"] = s["kv_cache_bytes"] / s["tokens_llm"]
         results.extend(settings)
@@ -482,22 +608,22 @@ def run_speed(cfg: SpeedConfig, progress: bool = True) -> dict[str, Any]:
 def format_table(report: dict[str, Any]) -> str:
     """Human-readable table, one line per setting."""
     head = (f"{'method':<10}{'frames':>7}{'rate':>6}{'tok_llm':>8}{'vision':>9}{'select':>9}{'prefill':>9}"
-            f"{'TTFT':>9}{'dec t/s':>9}{'KV MiB':>8}{'peak MiB':>9}{'prefill x':>10}{'TTFT x':>8}")
+            f"{'TTFT':>9}{'dec t/s':>9}{'KV MiB':>8}{'peak MiB':>9}{'prefill x':>10}{'enc+LLM x':>10}{'TTFT x':>8}")
     lines = [head, "-" * len(head)]
     for r in report["results"]:
-        sp = r["spread"]["ttft_s"]
+        sp, se = r["spread"]["ttft_s"], r.get("speedup_paired", {}).get("encoder_llm_speedup") or [float("nan")] * 2
         lines.append(
             f"{r['method']:<10}{r['frames']:>7}{r['rate']:>6.2f}{r['tokens_llm']:>8}{r['vision_s']:>9.4f}"
             f"{r['selection_s']:>9.5f}{r['llm_prefill_s']:>9.4f}{r['ttft_s']:>9.4f}{r['decode_tok_s']:>9.1f}"
             f"{r['kv_cache_bytes'] / 2**20:>8.2f}{r['peak_mem_bytes'] / 2**20:>9.1f}"
-            f"{r['llm_prefill_speedup']:>10.2f}{r['ttft_speedup']:>8.2f}"
-            f"   (TTFT spread {sp[0]:.4f}-{sp[1]:.4f})")
+            f"{r['llm_prefill_speedup']:>10.2f}{r['encoder_llm_speedup']:>10.2f}{r['ttft_speedup']:>8.2f}"
+            f"   (TTFT spread {sp[0]:.4f}-{sp[1]:.4f}; enc+LLM x per round {se[0]:.2f}-{se[1]:.2f})")
     lines.append("times in seconds (medians); speedups vs the unpatched model ('none') at the same frame count")
     return "\n".join(lines)
 
 
 def plot_speedups(report: dict[str, Any], path: str) -> None:
-    """PNG: LLM-prefill and end-to-end TTFT speedup vs rate, one line per frame count, one row per method."""
+    """PNG: LLM-prefill, encoder + LLM and end-to-end TTFT speedup vs rate, one line per frame count, one row per method."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -505,9 +631,11 @@ def plot_speedups(report: dict[str, Any], path: str) -> None:
 
     res = [r for r in report["results"] if r["method"] != "none"]
     methods = list(dict.fromkeys(r["method"] for r in res))
-    fig, axes = plt.subplots(len(methods), 2, figsize=(10, 3.6 * len(methods)), squeeze=False)
+    panels = (("llm_prefill_speedup", "LLM prefill"), ("encoder_llm_speedup", "encoder + LLM forward"),
+              ("ttft_speedup", "end-to-end TTFT"))
+    fig, axes = plt.subplots(len(methods), len(panels), figsize=(14, 3.6 * len(methods)), squeeze=False)
     for row, m in enumerate(methods):
-        for col, (key, title) in enumerate((("llm_prefill_speedup", "LLM prefill"), ("ttft_speedup", "end-to-end TTFT"))):
+        for col, (key, title) in enumerate(panels):
             ax = axes[row][col]
             for frames in sorted({r["frames"] for r in res}):
                 pts = sorted((r["rate"], r[key]) for r in res if r["method"] == m and r["frames"] == frames)
