@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ._swaps import MethodSwaps
 from .config import EVSConfig
 from .core.plan import KeepPlan, VideoKeepStats, build_plan
 from .core.positions import prune_positions, rope_deltas
@@ -34,7 +35,6 @@ from .core.positions import prune_positions, rope_deltas
 __all__ = ["PruneHandle", "PruneStats", "disabled", "patch"]
 
 _HANDLE_ATTR = "_videoprune_handle"
-_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class PruneHandle:
     adapter: Any
     enabled: bool = True
     stats: PruneStats | None = None
-    _saved: list = field(default_factory=list)  # (module, method name, previous instance attr or _MISSING)
+    _swaps: MethodSwaps = field(default_factory=MethodSwaps)  # the wrapped methods, undone by remove()
     _call: dict | None = None
     _state: _DecodeState | None = None
     _plan: KeepPlan | None = None  # plan of the last pruned prefill (labels are gathered with it)
@@ -90,12 +90,7 @@ class PruneHandle:
         """Restore every wrapped method exactly (instance attributes as they were) and forget the handle."""
         if getattr(self.model, _HANDLE_ATTR, None) is not self:
             raise RuntimeError("this PruneHandle was already removed")
-        for module, name, prev in reversed(self._saved):
-            if prev is _MISSING:
-                delattr(module, name)
-            else:
-                setattr(module, name, prev)
-        self._saved.clear()
+        self._swaps.restore()
         self._encoded.clear()
         self._pre_keep.clear()
         self._state = None
@@ -206,8 +201,7 @@ def _install(handle: PruneHandle) -> None:
 
         wrapped.append((model, "forward", outer_forward))
     for module, name, fn in wrapped:
-        handle._saved.append((module, name, module.__dict__.get(name, _MISSING)))
-        setattr(module, name, fn)
+        handle._swaps.swap(module, name, fn)
     setattr(model, _HANDLE_ATTR, handle)
 
 

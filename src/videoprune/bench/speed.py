@@ -45,6 +45,8 @@ from typing import Any
 
 import torch
 
+from .._swaps import MethodSwaps
+
 __all__ = ["SpeedConfig", "Method", "METHODS", "run_speed", "format_table", "plot_speedups"]
 
 
@@ -182,7 +184,7 @@ class _Clock:
     def __init__(self, device: str):
         self.cuda = device == "cuda"
         self.total: dict[str, float] = {}
-        self._undo: list = []
+        self._swaps = MethodSwaps()
 
     def now(self) -> float:
         if self.cuda:
@@ -191,7 +193,6 @@ class _Clock:
 
     def wrap(self, obj, name: str, key: str) -> None:
         fn = getattr(obj, name)
-        prev = obj.__dict__.get(name, _MISSING)
 
         @functools.wraps(fn)  # generate inspects get_video_features' signature
         def timed(*args, **kwargs):
@@ -201,19 +202,10 @@ class _Clock:
             finally:
                 self.total[key] = self.total.get(key, 0.0) + self.now() - t
 
-        setattr(obj, name, timed)
-        self._undo.append((obj, name, prev))
+        self._swaps.swap(obj, name, timed)
 
     def unwrap(self) -> None:
-        for obj, name, prev in reversed(self._undo):
-            if prev is _MISSING:
-                delattr(obj, name)
-            else:
-                setattr(obj, name, prev)
-        self._undo.clear()
-
-
-_MISSING = object()
+        self._swaps.restore()
 
 
 class _PeakMemory:

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from ..core.plan import KeepPlan
-from ..patch import _HANDLE_ATTR, _MISSING, PruneHandle, pruned_loss
+from ..patch import _HANDLE_ATTR, PruneHandle, pruned_loss
 from .bias import key_bias
 from .config import STTSConfig
 from .loss import temporal_aux_loss
@@ -138,8 +138,7 @@ def patch_stts(model: torch.nn.Module, cfg: STTSConfig) -> STTSHandle:
 
 def wrap(handle: STTSHandle, module: torch.nn.Module, name: str, fn) -> None:
     """Replace ``module.name`` by ``fn`` (an instance attribute), remembered for ``handle.remove()``."""
-    handle._saved.append((module, name, module.__dict__.get(name, _MISSING)))
-    setattr(module, name, fn)
+    handle._swaps.swap(module, name, fn)
 
 
 def additive_mask(allowed: torch.Tensor | None, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
