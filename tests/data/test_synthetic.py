@@ -51,10 +51,11 @@ def test_every_question_type_is_sampled():
 
 
 def test_distractors_are_present():
-    """Every scene holds three objects of distinct shapes and the question names at most one."""
+    """Every scene holds three objects of distinct shapes and distinct colours (colours name them)."""
     for i in range(50):
         scene = make_scene("train", 2, i)
         assert len({o.shape for o in scene.objects}) == 3
+        assert len({o.colour[0] for o in scene.objects}) == 3
 
 
 def test_direction_scenes_have_a_second_mover_when_room_allows():
@@ -81,7 +82,7 @@ def _track(visible):
 )
 def test_flash_oracle_counts_off_then_on_again(visible, flashes):
     """A flash is an invisible run that starts after the object was seen and ends with it visible."""
-    scene = Scene("flash_count", "how many times did the circle flash ?", "", 112, 112, 8.0, 0, [_track(visible)])
+    scene = Scene("flash_count", "how many times did the red object flash ?", "", 112, 112, 8.0, 0, [_track(visible)])
     assert answer_from_scene(scene) == flashes
 
 
@@ -100,7 +101,7 @@ def test_the_named_change_is_visible_in_pixels():
     """In a colour-change scene exactly the target's box changes between first and last frame."""
     scene = make_scene("train", 0, 11, qtype="colour_change")
     frames = render_scene(scene).astype(int)
-    target = next(o for o in scene.objects if o.shape == scene.answer)
+    target = next(o for o in scene.objects if o.colour[0] == scene.answer)
     x, y = target.xy[0]
     diff = np.abs(frames[-1] - frames[0]).sum(-1)
     assert diff[y : y + 24, x : x + 24].sum() > 0

@@ -3,15 +3,19 @@
 Each sample is a short clip of a few coloured shapes on a static textured background (so, like
 real footage, most patches repeat from frame to frame) and one question:
 
-==================  ==========================================  =====================
-type                question                                    answers
-==================  ==========================================  =====================
-``moved``           which object moved ?                        a shape name
-``direction``       which direction did the <shape> move ?      left/right/up/down
-``appeared_first``  which object appeared first ?               a shape name
-``flash_count``     how many times did the <shape> flash ?      one/two/three/four
-``colour_change``   which object changed colour ?               a shape name
-==================  ==========================================  =====================
+==================  ==============================================  =====================
+type                question                                        answers
+==================  ==============================================  =====================
+``moved``           which object moved ?                            a colour
+``direction``       which direction did the <colour> object move ?  left/right/up/down
+``appeared_first``  which object appeared first ?                   a colour
+``flash_count``     how many times did the <colour> object flash ?  one/two/three
+``colour_change``   which object changed colour ?                   its first colour
+==================  ==============================================  =====================
+
+Objects are named by their colour (unique in a scene; for the object that changes colour, the
+colour it starts with): identity is easy to read from pixels, so what the questions test is the
+time axis. Shapes vary as distractor detail.
 
 Distractors are present in every scene (a second mover in ``direction``, other blinkers in
 ``flash_count``, late arrivals in ``appeared_first``). A scene is fully described by per-frame
@@ -186,14 +190,14 @@ def make_scene(
             alt = [d for d in feasible_directions(other) if d != direction]
             if alt:
                 move(other, alt[int(rng.integers(len(alt)))])
-            question, answer = f"which direction did the {target.shape} move ?", direction
+            question, answer = f"which direction did the {target.colour[0]} object move ?", direction
         else:
-            question, answer = "which object moved ?", target.shape
+            question, answer = "which object moved ?", target.colour[0]
     elif qtype == "appeared_first":
         pairs = sorted(rng.choice(np.arange(1, f // 2 - 1), size=n_obj, replace=False).tolist())
         for track, p in zip(tracks, pairs):
             track.visible = [i >= 2 * p for i in range(f)]
-        question, answer = "which object appeared first ?", target.shape
+        question, answer = "which object appeared first ?", target.colour[0]
     elif qtype == "flash_count":
         max_flashes = min(4, (f // 2 - 2) // 2)
         times = int(rng.integers(1, max_flashes + 1))
@@ -202,11 +206,11 @@ def make_scene(
         distractor_times = int(other_times[int(rng.integers(len(other_times)))])
         if distractor_times:
             blink(tracks[1], distractor_times, start=1)
-        question, answer = f"how many times did the {target.shape} flash ?", COUNT_WORDS[times]
+        question, answer = f"how many times did the {target.colour[0]} object flash ?", COUNT_WORDS[times]
     else:  # colour_change
         change = 2 * int(rng.integers(1, f // 2 - 1))
         target.colour = [target.colour[0]] * change + [spare_colour] * (f - change)
-        question, answer = "which object changed colour ?", target.shape
+        question, answer = "which object changed colour ?", target.colour[0]
 
     order = rng.permutation(n_obj)  # the target is not always drawn first
     scene = Scene(
@@ -230,7 +234,7 @@ def make_scene(
 # --------------------------------------------------------------------------------------------
 def _named(scene: Scene, question: str) -> ObjectTrack:
     for obj in scene.objects:
-        if f" {obj.shape} " in f" {question} ":
+        if f" {obj.colour[0]} object " in f" {question} ":
             return obj
     raise ValueError(f"no object of the scene is named in {question!r}")
 
@@ -253,7 +257,7 @@ def answer_from_scene(scene: Scene) -> str:
     q = scene.question
     if q.startswith("which object moved"):
         movers = [o for o in scene.objects if len(set(o.xy)) > 1]
-        return movers[0].shape if len(movers) == 1 else "ambiguous"
+        return movers[0].colour[0] if len(movers) == 1 else "ambiguous"
     if q.startswith("which direction"):
         obj = _named(scene, q)
         (x0, y0), (x1, y1) = obj.xy[0], obj.xy[-1]
@@ -262,14 +266,14 @@ def answer_from_scene(scene: Scene) -> str:
             return "right" if dx > 0 else "left"
         return "down" if dy > 0 else "up"
     if q.startswith("which object appeared first"):
-        firsts = [(o.visible.index(True) if any(o.visible) else len(o.visible), o.shape) for o in scene.objects]
+        firsts = [(o.visible.index(True) if any(o.visible) else len(o.visible), o.colour[0]) for o in scene.objects]
         firsts.sort()
         return firsts[0][1] if firsts[0][0] < firsts[1][0] else "ambiguous"
     if q.startswith("how many times"):
         return COUNT_WORDS[_flashes(_named(scene, q).visible)]
     if q.startswith("which object changed colour"):
         changed = [o for o in scene.objects if len(set(o.colour)) > 1]
-        return changed[0].shape if len(changed) == 1 else "ambiguous"
+        return changed[0].colour[0] if len(changed) == 1 else "ambiguous"
     raise ValueError(f"unknown question {q!r}")
 
 
@@ -389,7 +393,7 @@ def write_dataset(
 def vocabulary() -> list[str]:
     """Every word a question or answer can contain (for a closed word-level tokenizer)."""
     words = set(COUNT_WORDS) | set(DIRECTIONS) | set(SHAPES) | set(COLOURS)
-    for q in ("which object moved ?", "which direction did the move ?", "which object appeared first ?",
-              "how many times did the flash ?", "which object changed colour ?"):
+    for q in ("which object moved ?", "which direction did the object move ?", "which object appeared first ?",
+              "how many times did the object flash ?", "which object changed colour ?"):
         words |= set(q.split())
     return sorted(words)
