@@ -181,27 +181,40 @@ def _cosine_to_previous_frame(x: torch.Tensor, t: int, hw: int) -> torch.Tensor:
 
     Same arithmetic as ``F.cosine_similarity`` (divide each vector by its clamped norm, multiply,
     sum over the last dim), so results are bit-identical to it; each token is normalised once.
-    Work proceeds in blocks of whole tokens, at least one frame long, sized by bytes (not by
-    frames): the previous frame's normalised tokens are carried from block to block.
+    Work proceeds in blocks of whole frames sized by bytes (several small frames per block, one
+    large frame per block), normalised into two reused buffers: the previous block's last frame
+    is the predecessor of the next block's first. Products are summed in cache-sized sub-blocks
+    through one reused temporary, so no full-size temporary is ever allocated.
     """
     n_tok, dim = x.shape
     norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
     if not bool(torch.isfinite(norms).all()):
         raise ValueError("features contain NaN or infinite values (or values whose norm overflows)")
     norms.clamp_min_(COSINE_EPS)
-    rows = max(hw, _block_rows(x))
+    rows = _block_rows(x)  # tokens per sub-block
+    block = max(1, rows // hw) * hw if x.device.type == "cpu" else n_tok - hw
     out = torch.empty(n_tok - hw, dtype=x.dtype, device=x.device)
-    prev = x[:hw] / norms[:hw]  # normalised tokens [a - hw, a)
-    a = hw
-    while a < n_tok:
-        b = min(a + rows, n_tok)
-        cur = x[a:b] / norms[a:b]
-        k = min(hw, b - a)  # tokens of this block whose predecessor is in `prev`
-        torch.sum(cur[:k] * prev[:k], dim=-1, out=out[a - hw : a - hw + k])
-        if b - a > hw:  # the rest have their predecessor inside this block
-            torch.sum(cur[hw:] * cur[:-hw], dim=-1, out=out[a : b - hw])
-        prev = cur[-hw:]  # rows >= hw, so every block but maybe the last holds a whole frame
-        a = b
+    bufs: list[torch.Tensor | None] = [None, None]  # allocated on first use (one block on accelerators)
+    tmp = torch.empty(min(rows, block), dim, dtype=x.dtype, device=x.device)
+    prev = torch.empty(hw, dim, dtype=x.dtype, device=x.device)  # normalised tokens [a - hw, a)
+    torch.div(x[:hw], norms[:hw], out=prev)
+    for i, a in enumerate(range(hw, n_tok, block)):
+        b = min(a + block, n_tok)  # b - a is a whole number of frames
+        if bufs[i % 2] is None:
+            bufs[i % 2] = torch.empty(block, dim, dtype=x.dtype, device=x.device)
+        cur = bufs[i % 2][: b - a]
+        torch.div(x[a:b], norms[a:b], out=cur)
+        for j in range(0, b - a, rows):
+            k = min(j + rows, b - a)
+            # predecessors of tokens a+j..a+k: in `prev` below hw, else hw back in `cur`
+            for lo, hi in ((j, min(k, hw)), (max(j, hw), k)):
+                if lo >= hi:
+                    continue
+                src = prev[lo:hi] if hi <= hw else cur[lo - hw : hi - hw]
+                prod = tmp[: hi - lo]
+                torch.mul(cur[lo:hi], src, out=prod)
+                torch.sum(prod, dim=-1, out=out[a - hw + lo : a - hw + hi])
+        prev = cur[-hw:]
     return out
 
 
