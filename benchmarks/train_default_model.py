@@ -1,0 +1,87 @@
+"""Recipe for the embedded default model (issue 8): synthetic data, the small Qwen2.5-VL, videoprune train.
+
+Steps, each skipped when its output exists:
+  1. write the synthetic temporal video-QA (train / val splits; the test split is never used here);
+  2. build the untrained model + word tokenizer (videoprune.data.qa_model) as a bundle;
+  3. train it with videoprune's trainer (EVS at --rate-dist; fixed:0.0 = unpruned), printing the
+     validation accuracy every --eval-every steps as one JSON line.
+
+Status (2026-11-21, 2-core CPU): with the default recipe (2000 steps, batch 16, lr 2e-3) the
+model sat at the answer prior (validation accuracy 0.20-0.24) through step 750; it does not yet
+learn to use the video. Not yet shipped as the embedded default.
+
+Usage: python benchmarks/train_default_model.py --out runs/default [--train 6000] [--steps 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, help="working folder (data/, init/, run/)")
+    ap.add_argument("--train", type=int, default=6000, help="training clips")
+    ap.add_argument("--val", type=int, default=300, help="validation clips")
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--rate-dist", default="fixed:0.0", help="EVS rate per step (uptraining: e.g. beta:2,2,0.9)")
+    ap.add_argument("--export-rate", type=float, default=None, help="serving rate recorded for stochastic rates")
+    ap.add_argument("--init", default=None, help="start from this bundle instead of a fresh model")
+    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    import videoprune
+    from videoprune.bench.accuracy import _records, evaluate
+    from videoprune.bundle import load_bundle
+    from videoprune.data.qa_model import FPS, FRAME_SIZE, NUM_FRAMES, build_qa_model, save_bundle
+    from videoprune.data.synthetic import write_dataset
+    from videoprune.train import train
+    from videoprune.train.config import TrainConfig
+    from videoprune.train.tokenizer import build_word_tokenizer
+
+    out = Path(args.out)
+    data = out / "data"
+    if not (data / "train.jsonl").exists():
+        write_dataset(data, "val", args.val, args.seed, num_frames=NUM_FRAMES, size=FRAME_SIZE, fps=FPS)
+        write_dataset(data, "train", args.train, args.seed, num_frames=NUM_FRAMES, size=FRAME_SIZE, fps=FPS)
+    init = Path(args.init) if args.init else out / "init"
+    if not (init / "config.json").exists():
+        tok = build_word_tokenizer()
+        save_bundle(build_qa_model(tok, "default", seed=args.seed), tok, init)
+
+    bundle = load_bundle(str(init))
+    val = _records(data / "val.jsonl")
+    t0 = time.time()
+
+    def on_step(info):
+        if info.step % args.eval_every and info.step != args.steps:
+            return
+        model = getattr(info.model, "module", info.model)
+        was = model.training
+        model.eval()
+        with videoprune.disabled(model):
+            acc, per_type, _ = evaluate(model, bundle, val, batch_size=25)
+        model.train(was)
+        print(json.dumps({"step": info.step, "loss": round(info.loss, 4), "val_acc": round(acc, 4),
+                          "per_type": {k: round(v, 2) for k, v in per_type.items()}, "t": round(time.time() - t0)}),
+              flush=True)
+
+    cfg = TrainConfig(
+        data=str(data / "train.jsonl"), model=str(init), output_dir=str(out / "run"), method="evs",
+        rate_dist=args.rate_dist, export_rate=args.export_rate, lr=args.lr, weight_decay=0.01, warmup_steps=100,
+        schedule="cosine", max_steps=args.steps, batch_size=args.batch_size, num_frames=NUM_FRAMES,
+        min_pixels=FRAME_SIZE * FRAME_SIZE, max_pixels=FRAME_SIZE * FRAME_SIZE, num_workers=1, save_every=500,
+        log_every=10, seed=args.seed,
+    )
+    result = train(cfg, on_step=on_step, progress=False)
+    print(json.dumps({"export": result.export_dir, "steps": result.steps}))
+
+
+if __name__ == "__main__":
+    main()
