@@ -107,7 +107,8 @@ def load_bundle(name_or_path: str = "default", dtype: torch.dtype | None = None,
 
     path = EMBEDDED.get(name_or_path, name_or_path)
     if name_or_path in EMBEDDED and not Path(path, "config.json").exists():
-        raise FileNotFoundError(f"the embedded model {name_or_path!r} is missing from {path}")
+        raise FileNotFoundError(f"the embedded model {name_or_path!r} is not in this installation ({path}); "
+                                "pass --model ID_OR_PATH (a hub id or a local checkpoint)")
     local = Path(path)
     spec = json.loads((local / SPEC_FILE).read_text()) if (local / SPEC_FILE).exists() else {}
     kwargs = {"dtype": dtype} if dtype is not None else {}
