@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 VOCAB = 128
@@ -103,3 +105,43 @@ def build_qwen25(seed: int = 0):
     )
     torch.manual_seed(seed)
     return tf.Qwen2_5_VLForConditionalGeneration(cfg).eval()
+
+
+# ---- shared by the STTS model tests ---------------------------------------------------------
+PRUNE_AT = 1
+RATIO = 0.5
+
+
+def stts_cfg(**kw):
+    """A small STTSConfig for tiny models: ratio 0.5, prune after block 1, small scorer."""
+    import videoprune
+
+    base = dict(ratio=RATIO, prune_at=PRUNE_AT, mlp_hidden=16, attn_dim=8)
+    base.update(kw)
+    return videoprune.STTSConfig(**base)
+
+
+@contextlib.contextmanager
+def patcher(model):
+    """Yield ``make(**cfg_overrides) -> handle``; every handle still installed is removed afterwards."""
+    import videoprune
+
+    handles = []
+
+    def make(**kw):
+        h = videoprune.patch(model, stts_cfg(**kw))
+        handles.append(h)
+        return h
+
+    try:
+        yield make
+    finally:
+        for h in handles:
+            if getattr(model, "_videoprune_handle", None) is h:
+                h.remove()
+        model.eval()
+
+
+def logits(model, inputs, **kw):
+    with torch.no_grad():
+        return model(**inputs, **kw).logits

@@ -9,16 +9,9 @@ import stts_builders as SB
 import videoprune
 from videoprune.stts import drop_count, prev_frame_scores, ref_frame_scores, select_tokens, window_mean
 
-PRUNE_AT = 1
-RATIO = 0.5
+PRUNE_AT, RATIO = SB.PRUNE_AT, SB.RATIO
 ONE = [(3, 4)]
 PADDED = [(3, 4), (7, 1)]
-
-
-def cfg(**kw):
-    base = dict(ratio=RATIO, prune_at=PRUNE_AT, mlp_hidden=16, attn_dim=8)
-    base.update(kw)
-    return videoprune.STTSConfig(**base)
 
 
 @pytest.fixture(scope="module")
@@ -28,23 +21,11 @@ def model():
 
 @pytest.fixture
 def patched(model):
-    handles = []
-
-    def make(**kw):
-        h = videoprune.patch(model, cfg(**kw))
-        handles.append(h)
-        return h
-
-    yield make
-    for h in handles:
-        if getattr(model, "_videoprune_handle", None) is h:
-            h.remove()
-    model.eval()
+    with SB.patcher(model) as make:
+        yield make
 
 
-def logits(model, inputs, **kw):
-    with torch.no_grad():
-        return model(**inputs, **kw).logits
+cfg, logits = SB.stts_cfg, SB.logits
 
 
 class LLMInput:

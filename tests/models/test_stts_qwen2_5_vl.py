@@ -11,18 +11,11 @@ import videoprune
 from vision_reference import _attention, _patch_rows_cols
 from videoprune.stts import drop_count, prev_frame_scores, select_tokens, window_mean, windows_to_grid
 
-PRUNE_AT = 1
-RATIO = 0.5
+PRUNE_AT, RATIO = SB.PRUNE_AT, SB.RATIO
 FAMILY = "qwen2_5_vl"
 ONE = [[("text", 3), ("video",), ("text", 4)]]
 PADDED = [[("text", 3), ("video",), ("text", 4)], [("text", 7), ("video",), ("text", 2)]]
 SLICES, UNITS = B.QWEN_FRAMES // 2, (B.QWEN_GRID_HW // 2) ** 2
-
-
-def cfg(**kw):
-    base = dict(ratio=RATIO, prune_at=PRUNE_AT, mlp_hidden=16, attn_dim=8)
-    base.update(kw)
-    return videoprune.STTSConfig(**base)
 
 
 @pytest.fixture(scope="module")
@@ -32,23 +25,11 @@ def model():
 
 @pytest.fixture
 def patched(model):
-    handles = []
-
-    def make(**kw):
-        h = videoprune.patch(model, cfg(**kw))
-        handles.append(h)
-        return h
-
-    yield make
-    for h in handles:
-        if getattr(model, "_videoprune_handle", None) is h:
-            h.remove()
-    model.eval()
+    with SB.patcher(model) as make:
+        yield make
 
 
-def logits(model, inputs, **kw):
-    with torch.no_grad():
-        return model(**inputs, **kw).logits
+cfg, logits = SB.stts_cfg, SB.logits
 
 
 def test_ratio_zero_reproduces_unpatched_logits_exactly(model, patched):
