@@ -7,12 +7,8 @@ import csv
 import pytest
 import torch
 
-from trainkit import tiny_config
+from trainkit import run_interrupted_and_resumed, tiny_config
 from videoprune.train import train
-
-
-class Interrupt(Exception):
-    pass
 
 
 def test_loss_decreases_on_the_toy(toy_jsonl, tmp_path):
@@ -27,16 +23,8 @@ def test_resume_after_step_k_gives_the_uninterrupted_losses_exactly(toy_jsonl, t
     """LoRA with dropout (RNG matters), grad accumulation (data position), warm-up + cosine (scheduler), random rates."""
     kw = dict(max_steps=4, grad_accum=2, lora=True, lora_r=4, lora_dropout=0.2, warmup_steps=1, schedule="cosine",
               rate_dist="beta:2,2,0.9", export_rate=0.5, save_every=2, no_export=True)
-    full = train(tiny_config(toy_jsonl, tmp_path / "a", **kw)).losses
-
-    def stop_at_3(info):
-        if info.step == 3:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train(tiny_config(toy_jsonl, tmp_path / "b", **kw), on_step=stop_at_3)
-    resumed = train(tiny_config(toy_jsonl, tmp_path / "b", resume="auto", **kw))
-    assert resumed.losses == full[2:]  # bit-exact in float32 on CPU
+    full, resumed = run_interrupted_and_resumed(toy_jsonl, tmp_path, 3, **kw)
+    assert resumed.losses == full.losses[2:]  # bit-exact in float32 on CPU
     with open(tmp_path / "b" / "metrics.csv") as fh:
         assert [int(r["step"]) for r in csv.DictReader(fh)] == [1, 2, 3, 4]
 

@@ -9,14 +9,10 @@ import json
 import pytest
 import torch
 
-from trainkit import tiny_config, toy_batch
+from trainkit import run_interrupted_and_resumed, tiny_config, toy_batch
 from videoprune.train import train
 
 STTS = dict(method="stts", stts_prune_at=1, stts_ratio=0.5, stts_aux_weight=0.5)
-
-
-class Interrupt(Exception):
-    pass
 
 
 def fresh_base():
@@ -84,15 +80,7 @@ def test_resume_after_step_k_gives_the_uninterrupted_losses_exactly(toy_jsonl, t
     """Scorer (and LoRA) weights, optimizer, scheduler, RNG and data position come back: steps 3-4 bit-identical."""
     kw = dict(max_steps=4, grad_accum=2, warmup_steps=1, schedule="cosine", save_every=2, no_export=True,
               **STTS, **extra)
-    full = train(tiny_config(toy_jsonl, tmp_path / "a", **kw))
-
-    def stop_at_3(info):
-        if info.step == 3:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train(tiny_config(toy_jsonl, tmp_path / "b", **kw), on_step=stop_at_3)
-    resumed = train(tiny_config(toy_jsonl, tmp_path / "b", resume="auto", **kw))
+    full, resumed = run_interrupted_and_resumed(toy_jsonl, tmp_path, 3, **kw)
     assert resumed.losses == full.losses[2:] and resumed.aux_losses == full.aux_losses[2:]
     assert len(full.aux_losses) == 4
 

@@ -15,6 +15,31 @@ def tiny_config(data, out, **overrides) -> TrainConfig:
     return TrainConfig(**kw)
 
 
+class Interrupt(Exception):
+    """Raised from on_step to stop a run as a crash would."""
+
+
+def run_interrupted_and_resumed(data, tmp_path, stop_step: int, **kw):
+    """Train uninterrupted in tmp_path/a; train in tmp_path/b, stop after ``stop_step``, resume there.
+
+    Returns ``(full, resumed)`` TrainResults, for comparing the steps after the resume point.
+    """
+    import pytest
+
+    from videoprune.train import train
+
+    full = train(tiny_config(data, tmp_path / "a", **kw))
+
+    def stop(info):
+        if info.step == stop_step:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(tiny_config(data, tmp_path / "b", **kw), on_step=stop)
+    resumed = train(tiny_config(data, tmp_path / "b", resume="auto", **kw))
+    return full, resumed
+
+
 def toy_batch(data, indices) -> dict:
     """The collated micro-batch the trainer feeds for ``indices`` (tiny Qwen2.5-VL, word tokenizer)."""
     from videoprune.train.data import VideoQADataset, collate, read_jsonl
