@@ -73,14 +73,6 @@ class AccuracyConfig:
 # --------------------------------------------------------------------------------------------
 # evaluation
 # --------------------------------------------------------------------------------------------
-def _answer_ids(tokenizer, answers) -> dict[str, int]:
-    out = {}
-    for a in answers:
-        ids = tokenizer(a, add_special_tokens=False)["input_ids"]
-        out[a] = ids[0]
-    return out
-
-
 @torch.no_grad()
 def evaluate(model, bundle, records, *, cfg=None, num_frames: int | None = None, batch_size: int = 20, progress=None):
     """Accuracy of ``model`` (optionally patched with ``cfg``) on ``records``.
