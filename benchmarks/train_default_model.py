@@ -6,11 +6,7 @@ Steps, each skipped when its output exists:
   3. train it with videoprune's trainer (EVS at --rate-dist; fixed:0.0 = unpruned), printing the
      validation accuracy every --eval-every steps as one JSON line.
 
-Status (2026-11-21, 2-core CPU): with the default recipe (2000 steps, batch 16, lr 2e-3) the
-model sat at the answer prior (validation accuracy 0.20-0.24) through step 750; it does not yet
-learn to use the video. Not yet shipped as the embedded default.
-
-Usage: python benchmarks/train_default_model.py --out runs/default [--train 6000] [--steps 2000]
+Usage: python benchmarks/train_default_model.py --out runs/default [--train 12000] [--steps 6000]
 """
 
 from __future__ import annotations
@@ -24,15 +20,15 @@ from pathlib import Path
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="working folder (data/, init/, run/)")
-    ap.add_argument("--train", type=int, default=6000, help="training clips")
+    ap.add_argument("--train", type=int, default=12000, help="training clips")
     ap.add_argument("--val", type=int, default=300, help="validation clips")
-    ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--rate-dist", default="fixed:0.0", help="EVS rate per step (uptraining: e.g. beta:2,2,0.9)")
     ap.add_argument("--export-rate", type=float, default=None, help="serving rate recorded for stochastic rates")
     ap.add_argument("--init", default=None, help="start from this bundle instead of a fresh model")
-    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 

@@ -73,9 +73,7 @@ def _prune_config(cfg: AskConfig, bundle):
     if cfg.method == "none":
         return None
     if cfg.method == "stts":
-        from .stts import STTSConfig
-
-        return STTSConfig(ratio=rate, scorer_path=bundle.resolve_scorer(cfg.scorer))
+        return bundle.stts_config(rate, cfg.scorer)
     kw = {"rate": rate} if cfg.threshold is None else {"threshold": cfg.threshold}
     if cfg.method == "evs-pixel":
         kw["criterion"] = "pixel"

@@ -85,6 +85,21 @@ class ModelBundle:
     def decode_token(self, token_id: int) -> str:
         return self.tokenizer.decode([int(token_id)]).strip()
 
+    def stts_config(self, ratio: float, scorer: str = "default"):
+        """The :class:`~videoprune.stts.STTSConfig` for ``scorer`` at drop ratio ``ratio``.
+
+        The scorer's other settings (``prune_at``, widths, ...) must be the ones it was trained
+        with; ``videoprune train --method stts`` writes them to ``stts_config.json`` beside the
+        weights, and they are read from there when present (else STTSConfig's defaults).
+        """
+        from .stts import STTSConfig
+
+        path = self.resolve_scorer(scorer)
+        saved = Path(path).with_name("stts_config.json")
+        fields = json.loads(saved.read_text()).get("stts", {}) if saved.exists() else {}
+        fields = {k: v for k, v in fields.items() if k not in ("ratio", "scorer_path")}
+        return STTSConfig(**fields, ratio=ratio, scorer_path=path)
+
     def resolve_scorer(self, name: str) -> str:
         """'default' -> the STTS scorer shipped beside this model; anything else is a path."""
         if name == "default":

@@ -74,3 +74,26 @@ def test_bad_accuracy_config_is_rejected():
         AccuracyConfig(methods="evs,fastv")
     with pytest.raises(ValueError, match="fractions"):
         AccuracyConfig(fractions="0.5,1.5")
+
+
+def test_stts_config_comes_from_the_scorers_training_settings(tiny_bundle, tmp_path):
+    """bundle.stts_config reads prune_at etc. from the stts_config.json the trainer writes beside the scorer."""
+    import videoprune
+    from videoprune.stts import STTSConfig
+
+    bundle = load_bundle(tiny_bundle)
+    trained = STTSConfig(ratio=0.5, prune_at=0, mlp_hidden=32, attn_dim=16)
+    handle = videoprune.patch(bundle.model, trained)
+    scorer = tmp_path / "stts_scorer.safetensors"
+    handle.save_scorer(str(scorer))
+    handle.remove()
+    fields = {k: v for k, v in trained.__dict__.items() if k != "scorer_path"}
+    (tmp_path / "stts_config.json").write_text(json.dumps({"stts": fields}))
+
+    cfg = bundle.stts_config(0.25, str(scorer))
+    assert (cfg.ratio, cfg.prune_at, cfg.mlp_hidden, cfg.attn_dim) == (0.25, 0, 32, 16)
+    assert cfg.scorer_path == str(scorer)
+    videoprune.patch(bundle.model, cfg).remove()  # the saved weights fit: no fingerprint mismatch
+    (tmp_path / "stts_config.json").unlink()
+    with pytest.raises(ValueError):  # without the settings, the defaults (prune_at=3) do not fit this scorer
+        videoprune.patch(bundle.model, bundle.stts_config(0.25, str(scorer)))

@@ -211,9 +211,7 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
             elif method == "stts":
                 if cfg.stts_scorer in (None, "none"):
                     continue
-                from ..stts import STTSConfig
-
-                jobs.append((method, f, model, STTSConfig(ratio=rate, scorer_path=bundle.resolve_scorer(cfg.stts_scorer)), None))
+                jobs.append((method, f, model, bundle.stts_config(rate, cfg.stts_scorer), None))
             elif method == "uptrained":
                 if cfg.uptrained in (None, "none"):
                     continue

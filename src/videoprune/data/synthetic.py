@@ -132,8 +132,8 @@ def make_scene(
 ) -> Scene:
     """Sample one scene deterministically from (split, seed, index).
 
-    Events (moves, appearances, flashes, colour changes) are aligned to pairs of frames, so they
-    survive a temporal patch of 2. ``num_frames`` must be even and at least 12 (three objects
+    Appearances, flashes and colour changes are aligned to pairs of frames, so they survive a
+    temporal patch of 2; moves glide a few pixels every frame. ``num_frames`` must be even and at least 12 (three objects
     must appear at distinct frame pairs after the first).
     """
     if num_frames < 12 or num_frames % 2:
@@ -160,10 +160,13 @@ def make_scene(
         # go as far as the frame allows in that direction, at least 24 px
         room = {"left": x0 - margin, "right": width - OBJECT_SIZE - margin - x0, "up": y0 - margin, "down": height - OBJECT_SIZE - margin - y0}[direction]
         dist = max(24, min(room, 48))
-        start_pair = int(rng.integers(0, f // 4))  # start moving within the first quarter
+        # start within the first quarter, then glide a few pixels every frame (not every pair:
+        # real motion also happens inside a temporal patch, where the encoder can see it)
+        start = 2 * int(rng.integers(0, f // 8 + 1))
+        span = max(1, (f - start) * 3 // 4)
         path = []
         for i in range(f):
-            p = min(max(i // 2 - start_pair, 0) / max(1, f // 2 - 1 - start_pair), 1.0)
+            p = min(max(i - start, 0) / span, 1.0)
             path.append((int(round(x0 + dx * dist * p)), int(round(y0 + dy * dist * p))))
         track.xy = path
 
