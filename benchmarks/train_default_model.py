@@ -1,25 +1,38 @@
-"""Recipe for the embedded default model (issue 8): synthetic data, the small Qwen2.5-VL, videoprune train.
+"""Recipe for the embedded default models (issue 8): synthetic data, the small Qwen2.5-VL, videoprune train.
 
-Steps, each skipped when its output exists:
-  1. write the synthetic temporal video-QA (train / val splits; the test split is never used here);
-  2. build the untrained model + word tokenizer (videoprune.data.qa_model) as a bundle;
-  3. train it with videoprune's trainer (EVS at --rate-dist; fixed:0.0 = unpruned), printing the
-     validation accuracy every --eval-every steps as one JSON line.
+Three stages, each one `videoprune.train.train` run on the same synthetic training clips:
+  base       a fresh model (videoprune.data.qa_model) trained unpruned;
+  uptrained  the base model fine-tuned with EVS on at stochastic rates (--rate-dist);
+  stts       an STTS scorer trained on the frozen base model (--stts-ratio, --stts-prune-at).
+The data (train / val splits; never the test split) is written on first use. The validation
+accuracy is printed every --eval-every steps as one JSON line (unpruned for base/uptrained,
+with the trainer's STTS patch for stts). The export gets the init bundle's videoprune.json, so
+load_bundle(export) preprocesses exactly as in training.
 
-Usage: python benchmarks/train_default_model.py --out runs/default [--train 12000] [--steps 6000]
+Usage:
+  python benchmarks/train_default_model.py --stage base --out runs/base
+  python benchmarks/train_default_model.py --stage uptrained --init runs/base/run/export --out runs/up \
+      --data runs/base/data --rate-dist uniform:0.5,0.9 --export-rate 0.75 --steps 1500 --lr 3e-4
+  python benchmarks/train_default_model.py --stage stts --init runs/base/run/export --out runs/stts \
+      --data runs/base/data --steps 600 --lr 1e-3
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stage", choices=("base", "uptrained", "stts"), default="base")
     ap.add_argument("--out", required=True, help="working folder (data/, init/, run/)")
+    ap.add_argument("--data", default=None, help="folder with train.jsonl/val.jsonl (default: OUT/data, written if missing)")
+    ap.add_argument("--stts-ratio", type=float, default=0.5)
+    ap.add_argument("--stts-prune-at", type=int, default=0)
     ap.add_argument("--train", type=int, default=12000, help="training clips")
     ap.add_argument("--val", type=int, default=300, help="validation clips")
     ap.add_argument("--steps", type=int, default=6000)
@@ -34,7 +47,7 @@ def main() -> None:
 
     import videoprune
     from videoprune.bench.accuracy import _records, evaluate
-    from videoprune.bundle import load_bundle
+    from videoprune.bundle import SPEC_FILE, load_bundle
     from videoprune.data.qa_model import FPS, FRAME_SIZE, NUM_FRAMES, build_qa_model, save_bundle
     from videoprune.data.synthetic import write_dataset
     from videoprune.train import train
@@ -42,7 +55,7 @@ def main() -> None:
     from videoprune.train.tokenizer import build_word_tokenizer
 
     out = Path(args.out)
-    data = out / "data"
+    data = Path(args.data) if args.data else out / "data"
     if not (data / "train.jsonl").exists():
         write_dataset(data, "val", args.val, args.seed, num_frames=NUM_FRAMES, size=FRAME_SIZE, fps=FPS)
         write_dataset(data, "train", args.train, args.seed, num_frames=NUM_FRAMES, size=FRAME_SIZE, fps=FPS)
@@ -61,21 +74,26 @@ def main() -> None:
         model = getattr(info.model, "module", info.model)
         was = model.training
         model.eval()
-        with videoprune.disabled(model):
+        if args.stage == "stts":  # the trainer's STTS patch prunes at --stts-ratio
             acc, per_type, _ = evaluate(model, bundle, val, batch_size=25)
+        else:
+            with videoprune.disabled(model):
+                acc, per_type, _ = evaluate(model, bundle, val, batch_size=25)
         model.train(was)
         print(json.dumps({"step": info.step, "loss": round(info.loss, 4), "val_acc": round(acc, 4),
                           "per_type": {k: round(v, 2) for k, v in per_type.items()}, "t": round(time.time() - t0)}),
               flush=True)
 
     cfg = TrainConfig(
-        data=str(data / "train.jsonl"), model=str(init), output_dir=str(out / "run"), method="evs",
+        data=str(data / "train.jsonl"), model=str(init), output_dir=str(out / "run"),
+        method="stts" if args.stage == "stts" else "evs", stts_ratio=args.stts_ratio, stts_prune_at=args.stts_prune_at,
         rate_dist=args.rate_dist, export_rate=args.export_rate, lr=args.lr, weight_decay=0.01, warmup_steps=100,
         schedule="cosine", max_steps=args.steps, batch_size=args.batch_size, num_frames=NUM_FRAMES,
         min_pixels=FRAME_SIZE * FRAME_SIZE, max_pixels=FRAME_SIZE * FRAME_SIZE, num_workers=1, save_every=500,
         log_every=10, seed=args.seed,
     )
     result = train(cfg, on_step=on_step, progress=False)
+    shutil.copy(init / SPEC_FILE, Path(result.export_dir) / SPEC_FILE)
     print(json.dumps({"export": result.export_dir, "steps": result.steps}))
 
 
