@@ -71,7 +71,9 @@ def main() -> None:
     def on_step(info):
         if info.step % args.eval_every and info.step != args.steps:
             return
-        model = getattr(info.model, "module", info.model)
+        model = getattr(info.model, "module", info.model)  # DDP
+        if args.stage == "stts":
+            model = model.model  # STTSTrainModule holds the patched HF model and the scorer
         was = model.training
         model.eval()
         if args.stage == "stts":  # the trainer's STTS patch prunes at --stts-ratio
