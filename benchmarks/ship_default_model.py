@@ -45,14 +45,15 @@ def main() -> None:
 
     from videoprune.data.qa_model import FPS, FRAME_SIZE, NUM_FRAMES
     from videoprune.data.synthetic import _write_clip, make_scene, render_scene
+    from videoprune.stts.weights import SCORER_FILE, SETTINGS_FILE
 
     _copy_model(Path(args.base), ASSETS / "default")
     _copy_model(Path(args.uptrained), ASSETS / "default-uptrained")
     stts = Path(args.stts)
-    shutil.copy(stts / "stts_scorer.safetensors", ASSETS / "default" / "stts_scorer.safetensors")
-    meta = json.loads((stts / "stts_config.json").read_text())
+    shutil.copy(stts / SCORER_FILE, ASSETS / "default" / SCORER_FILE)
+    meta = json.loads((stts / SETTINGS_FILE).read_text())
     meta["base_model"] = "default"
-    (ASSETS / "default" / "stts_config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (ASSETS / "default" / SETTINGS_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
     scene = make_scene(SAMPLE["split"], SAMPLE["seed"], SAMPLE["index"], qtype=SAMPLE["qtype"],
                        num_frames=NUM_FRAMES, width=FRAME_SIZE, height=FRAME_SIZE, fps=FPS)

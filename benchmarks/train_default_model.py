@@ -20,6 +20,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import time
@@ -76,11 +77,9 @@ def main() -> None:
             model = model.model  # STTSTrainModule holds the patched HF model and the scorer
         was = model.training
         model.eval()
-        if args.stage == "stts":  # the trainer's STTS patch prunes at --stts-ratio
+        # stts: the trainer's patch prunes at --stts-ratio; evs stages: measured unpruned
+        with contextlib.nullcontext() if args.stage == "stts" else videoprune.disabled(model):
             acc, per_type, _ = evaluate(model, bundle, val, batch_size=25)
-        else:
-            with videoprune.disabled(model):
-                acc, per_type, _ = evaluate(model, bundle, val, batch_size=25)
         model.train(was)
         print(json.dumps({"step": info.step, "loss": round(info.loss, 4), "val_acc": round(acc, 4),
                           "per_type": {k: round(v, 2) for k, v in per_type.items()}, "t": round(time.time() - t0)}),

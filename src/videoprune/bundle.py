@@ -93,9 +93,10 @@ class ModelBundle:
         weights, and they are read from there when present (else STTSConfig's defaults).
         """
         from .stts import STTSConfig
+        from .stts.weights import SETTINGS_FILE
 
         path = self.resolve_scorer(scorer)
-        saved = Path(path).with_name("stts_config.json")
+        saved = Path(path).with_name(SETTINGS_FILE)
         fields = json.loads(saved.read_text()).get("stts", {}) if saved.exists() else {}
         fields = {k: v for k, v in fields.items() if k not in ("ratio", "scorer_path")}
         return STTSConfig(**fields, ratio=ratio, scorer_path=path)
@@ -103,7 +104,9 @@ class ModelBundle:
     def resolve_scorer(self, name: str) -> str:
         """'default' -> the STTS scorer shipped beside this model; anything else is a path."""
         if name == "default":
-            p = Path(self.path) / "stts_scorer.safetensors"
+            from .stts.weights import SCORER_FILE
+
+            p = Path(self.path) / SCORER_FILE
             if not p.exists():
                 raise FileNotFoundError(f"no STTS scorer ships with {self.path}; pass a scorer path")
             return str(p)

@@ -17,7 +17,7 @@ HELD_OUT_SEED, HELD_OUT_NUM = 1234, 20
 
 
 @pytest.fixture(scope="module")
-def offline(tmp_path_factory):
+def offline():
     mp = pytest.MonkeyPatch()
     mp.setenv("HF_HUB_OFFLINE", "1")
     mp.setenv("TRANSFORMERS_OFFLINE", "1")

@@ -14,7 +14,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["FINGERPRINT_KEY", "fingerprint", "load_scorer_state", "save_scorer_state"]
+__all__ = ["FINGERPRINT_KEY", "SCORER_FILE", "SETTINGS_FILE", "fingerprint", "load_scorer_state", "save_scorer_state"]
+
+#: file names of a trained scorer beside its model: the weights, and the STTSConfig it was trained
+#: with (``{"stts": {...}}``); written by ``videoprune train --method stts``, read by ModelBundle
+SCORER_FILE = "stts_scorer.safetensors"
+SETTINGS_FILE = "stts_config.json"
 
 FINGERPRINT_KEY = "videoprune.stts.fingerprint"
 _FIELDS_KEY = "videoprune.stts.fingerprint_fields"

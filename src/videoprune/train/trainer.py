@@ -24,13 +24,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..stts.weights import SCORER_FILE as STTS_SCORER_FILE  # file names of the stts export
+from ..stts.weights import SETTINGS_FILE as STTS_SETTINGS_FILE
 from .config import TINY_MODELS, TrainConfig
 from .rates import rate_for_step
 
 __all__ = ["StepInfo", "TrainResult", "STTSTrainModule", "STTS_SCORER_FILE", "train", "latest_checkpoint", "stts_config"]
 
-#: file name of the trained STTS scorer in the export directory
-STTS_SCORER_FILE = "stts_scorer.safetensors"
 CSV_FIELDS = ("step", "epoch", "loss", "rate", "lr", "kept_fraction", "aux_loss", "seconds")
 
 
@@ -516,7 +516,7 @@ def _export(cfg: TrainConfig, d: _Dist, wrapped, trainable, handle, tokenizer, p
             handle.save_scorer(str(path / STTS_SCORER_FILE))
             scfg = dataclasses.asdict(stts_config(cfg))
             scfg.pop("scorer_path")
-            (path / "stts_config.json").write_text(json.dumps(
+            (path / STTS_SETTINGS_FILE).write_text(json.dumps(
                 {"base_model": cfg.model, "base_model_exported": cfg.train_base, "stts": scfg}, indent=2) + "\n")
         if not cfg.train_base:
             return str(path)
