@@ -4,6 +4,9 @@ Three stages, each one `videoprune.train.train` run on the same synthetic traini
   base       a fresh model (videoprune.data.qa_model) trained unpruned;
   uptrained  the base model fine-tuned with EVS on at stochastic rates (--rate-dist);
   stts       an STTS scorer trained on the frozen base model (--stts-ratio, --stts-prune-at).
+A base run can continue from an earlier export (--init) with extra clips of the question types
+it is weakest on (--extra-types, --extra-num): the shipped default is the from-scratch base
+followed by such a focus run (see benchmarks/results/README.md).
 The data (train / val splits; never the test split) is written on first use. The validation
 accuracy is printed every --eval-every steps as one JSON line (unpruned for base/uptrained,
 with the trainer's STTS patch for stts). The export gets the init bundle's videoprune.json, so
@@ -11,10 +14,12 @@ load_bundle(export) preprocesses exactly as in training.
 
 Usage:
   python benchmarks/train_default_model.py --stage base --out runs/base
-  python benchmarks/train_default_model.py --stage uptrained --init runs/base/run/export --out runs/up \
-      --data runs/base/data --rate-dist uniform:0.5,0.9 --export-rate 0.75 --steps 1500 --lr 3e-4
-  python benchmarks/train_default_model.py --stage stts --init runs/base/run/export --out runs/stts \
-      --data runs/base/data --steps 600 --lr 1e-3
+  python benchmarks/train_default_model.py --stage base --init runs/base/run/export --out runs/focus \
+      --data runs/base/data --extra-types direction,flash_count --extra-num 6000 --steps 3000 --lr 5e-4
+  python benchmarks/train_default_model.py --stage uptrained --init runs/focus/run/export --out runs/up \
+      --data runs/base/data --extra-types direction,flash_count --rate-dist uniform:0.5,0.9 --export-rate 0.75 --steps 1500 --lr 3e-4
+  python benchmarks/train_default_model.py --stage stts --init runs/focus/run/export --out runs/stts \
+      --data runs/base/data --extra-types direction,flash_count --steps 600 --lr 1e-3
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ def main() -> None:
     ap.add_argument("--stts-prune-at", type=int, default=0)
     ap.add_argument("--train", type=int, default=12000, help="training clips")
     ap.add_argument("--val", type=int, default=300, help="validation clips")
+    ap.add_argument("--extra-types", default=None,
+                    help="comma-separated question types of extra training clips (train split, seed --seed + 1, "
+                         "types in turn), trained on together with --data's train.jsonl")
+    ap.add_argument("--extra-num", type=int, default=6000, help="number of extra clips (with --extra-types)")
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -60,6 +69,10 @@ def main() -> None:
     if not (data / "train.jsonl").exists():
         write_dataset(data, "val", args.val, args.seed, num_frames=NUM_FRAMES, size=FRAME_SIZE, fps=FPS)
         write_dataset(data, "train", args.train, args.seed, num_frames=NUM_FRAMES, size=FRAME_SIZE, fps=FPS)
+    train_jsonl = data / "train.jsonl"
+    if args.extra_types:
+        train_jsonl = _with_extra(data, out, args.extra_types.split(","), args.extra_num, args.seed + 1, write_dataset,
+                                  NUM_FRAMES, FRAME_SIZE, FPS)
     init = Path(args.init) if args.init else out / "init"
     if not (init / "config.json").exists():
         tok = build_word_tokenizer()
@@ -86,7 +99,7 @@ def main() -> None:
               flush=True)
 
     cfg = TrainConfig(
-        data=str(data / "train.jsonl"), model=str(init), output_dir=str(out / "run"),
+        data=str(train_jsonl), model=str(init), output_dir=str(out / "run"),
         method="stts" if args.stage == "stts" else "evs", stts_ratio=args.stts_ratio, stts_prune_at=args.stts_prune_at,
         rate_dist=args.rate_dist, export_rate=args.export_rate, lr=args.lr, weight_decay=0.01, warmup_steps=100,
         schedule="cosine", max_steps=args.steps, batch_size=args.batch_size, num_frames=NUM_FRAMES,
@@ -96,6 +109,27 @@ def main() -> None:
     result = train(cfg, on_step=on_step, progress=False)
     shutil.copy(init / SPEC_FILE, Path(result.export_dir) / SPEC_FILE)
     print(json.dumps({"export": result.export_dir, "steps": result.steps}))
+
+
+def _with_extra(data, out, qtypes, num, seed, write_dataset, num_frames, size, fps):
+    """Write the extra clips (once, to DATA/extra) and a JSONL (in OUT) listing data's training clips and them."""
+    folder = data / "extra"
+    if not (folder / "train.jsonl").exists():
+        write_dataset(folder, "train", num, seed, num_frames=num_frames, size=size, fps=fps, qtypes=qtypes)
+    lines = [_rebase(line, data, out) for line in (data / "train.jsonl").read_text().splitlines()]
+    lines += [_rebase(line, folder, out) for line in (folder / "train.jsonl").read_text().splitlines()]
+    mix = out / "train_mix.jsonl"
+    mix.write_text("\n".join(lines) + "\n")
+    return mix
+
+
+def _rebase(line, src, dst):
+    """A JSONL line whose relative video path is re-expressed relative to folder dst."""
+    import os
+
+    rec = json.loads(line)
+    rec["video"] = os.path.relpath((src / rec["video"]).resolve(), dst.resolve())
+    return json.dumps(rec)
 
 
 if __name__ == "__main__":

@@ -138,3 +138,16 @@ def test_written_dataset_decodes_and_matches_jsonl(tmp_path):
 def test_bad_generator_arguments_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_scene(**kwargs)
+
+
+def test_write_dataset_restricts_question_types(tmp_path):
+    """qtypes cycles through the given types; an unknown or empty list is refused before writing."""
+    pytest.importorskip("av")
+    jsonl = write_dataset(tmp_path, "train", 4, seed=2, num_frames=12, size=96, qtypes=["direction", "flash_count"], progress=False)
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["type"] for r in records] == ["direction", "flash_count", "direction", "flash_count"]
+    assert all(answer_from_scene(Scene.from_json(r["scene"])) == r["answer"] for r in records)
+    for bad in (["count"], []):
+        with pytest.raises(ValueError, match="qtypes"):
+            write_dataset(tmp_path / "bad", "train", 2, qtypes=bad, progress=False)
+    assert not (tmp_path / "bad").exists()

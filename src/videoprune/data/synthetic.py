@@ -358,9 +358,13 @@ def write_dataset(
     num_frames: int = 16,
     size: int = 112,
     fps: float = 8.0,
+    qtypes: list[str] | tuple[str, ...] | None = None,
     progress: bool = True,
 ) -> Path:
     """Write ``num`` clips to ``out_dir/videos/`` and their questions to ``out_dir/<split>.jsonl``.
+
+    ``qtypes`` restricts the question types (clip ``i`` gets ``qtypes[i % len(qtypes)]``); by
+    default each scene draws its type uniformly.
 
     Each JSONL line has ``video`` (path relative to the JSONL file), ``question``, ``answer``,
     ``type``, ``timestamps`` (seconds of each frame) and ``scene`` (the full description).
@@ -368,6 +372,11 @@ def write_dataset(
     """
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")
+    if qtypes is not None:
+        qtypes = list(qtypes)
+        bad = [q for q in qtypes if q not in QUESTION_TYPES]
+        if not qtypes or bad:
+            raise ValueError(f"qtypes must be a non-empty subset of {QUESTION_TYPES}, got {qtypes!r}")
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     jsonl = out / f"{split}.jsonl"
@@ -378,7 +387,8 @@ def write_dataset(
         indices = tqdm(indices, desc=f"writing {split} clips", unit="clip")
     with jsonl.open("w") as fh:
         for i in indices:
-            scene = make_scene(split, seed, i, num_frames=num_frames, width=size, height=size, fps=fps)
+            qtype = qtypes[i % len(qtypes)] if qtypes else None
+            scene = make_scene(split, seed, i, num_frames=num_frames, width=size, height=size, fps=fps, qtype=qtype)
             rel = Path("videos") / f"{split}_s{seed}_{i:05d}.mp4"
             _write_clip(render_scene(scene), out / rel, fps)
             record = {
