@@ -118,6 +118,7 @@ def _with_extra(data, out, qtypes, num, seed, write_dataset, num_frames, size, f
         write_dataset(folder, "train", num, seed, num_frames=num_frames, size=size, fps=fps, qtypes=qtypes)
     lines = [_rebase(line, data, out) for line in (data / "train.jsonl").read_text().splitlines()]
     lines += [_rebase(line, folder, out) for line in (folder / "train.jsonl").read_text().splitlines()]
+    out.mkdir(parents=True, exist_ok=True)
     mix = out / "train_mix.jsonl"
     mix.write_text("\n".join(lines) + "\n")
     return mix
