@@ -15,11 +15,11 @@ load_bundle(export) preprocesses exactly as in training.
 Usage:
   python benchmarks/train_default_model.py --stage base --out runs/base
   python benchmarks/train_default_model.py --stage base --init runs/base/run/export --out runs/focus \
-      --data runs/base/data --extra-types direction,flash_count --extra-num 6000 --steps 3000 --lr 5e-4
+      --data runs/base/data --extra-types direction,flash_count --extra-num 6000 --steps 4000 --lr 5e-4
   python benchmarks/train_default_model.py --stage uptrained --init runs/focus/run/export --out runs/up \
-      --data runs/base/data --extra-types direction,flash_count --rate-dist uniform:0.5,0.9 --export-rate 0.75 --steps 1500 --lr 3e-4
+      --data runs/base/data --extra-types direction,flash_count --rate-dist uniform:0.5,0.9 --export-rate 0.75 --steps 600 --lr 3e-4
   python benchmarks/train_default_model.py --stage stts --init runs/focus/run/export --out runs/stts \
-      --data runs/base/data --extra-types direction,flash_count --steps 600 --lr 1e-3
+      --data runs/base/data --extra-types direction,flash_count --steps 400 --lr 1e-3
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -71,8 +72,7 @@ def main() -> None:
         write_dataset(data, "train", args.train, args.seed, num_frames=NUM_FRAMES, size=FRAME_SIZE, fps=FPS)
     train_jsonl = data / "train.jsonl"
     if args.extra_types:
-        train_jsonl = _with_extra(data, out, args.extra_types.split(","), args.extra_num, args.seed + 1, write_dataset,
-                                  NUM_FRAMES, FRAME_SIZE, FPS)
+        train_jsonl = _with_extra(data, out, args.extra_types.split(","), args.extra_num, args.seed + 1)
     init = Path(args.init) if args.init else out / "init"
     if not (init / "config.json").exists():
         tok = build_word_tokenizer()
@@ -111,11 +111,14 @@ def main() -> None:
     print(json.dumps({"export": result.export_dir, "steps": result.steps}))
 
 
-def _with_extra(data, out, qtypes, num, seed, write_dataset, num_frames, size, fps):
+def _with_extra(data, out, qtypes, num, seed):
     """Write the extra clips (once, to DATA/extra) and a JSONL (in OUT) listing data's training clips and them."""
+    from videoprune.data.qa_model import FPS, FRAME_SIZE, NUM_FRAMES
+    from videoprune.data.synthetic import write_dataset
+
     folder = data / "extra"
     if not (folder / "train.jsonl").exists():
-        write_dataset(folder, "train", num, seed, num_frames=num_frames, size=size, fps=fps, qtypes=qtypes)
+        write_dataset(folder, "train", num, seed, num_frames=NUM_FRAMES, size=FRAME_SIZE, fps=FPS, qtypes=qtypes)
     lines = [_rebase(line, data, out) for line in (data / "train.jsonl").read_text().splitlines()]
     lines += [_rebase(line, folder, out) for line in (folder / "train.jsonl").read_text().splitlines()]
     out.mkdir(parents=True, exist_ok=True)
@@ -126,8 +129,6 @@ def _with_extra(data, out, qtypes, num, seed, write_dataset, num_frames, size, f
 
 def _rebase(line, src, dst):
     """A JSONL line whose relative video path is re-expressed relative to folder dst."""
-    import os
-
     rec = json.loads(line)
     rec["video"] = os.path.relpath((src / rec["video"]).resolve(), dst.resolve())
     return json.dumps(rec)
