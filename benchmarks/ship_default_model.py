@@ -44,7 +44,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from videoprune.data.qa_model import FPS, FRAME_SIZE, NUM_FRAMES
-    from videoprune.data.synthetic import _write_clip, make_scene, render_scene
+    from videoprune.data.synthetic import make_scene, render_scene, write_clip
     from videoprune.stts.weights import SCORER_FILE, SETTINGS_FILE
 
     _copy_model(Path(args.base), ASSETS / "default")
@@ -57,7 +57,7 @@ def main() -> None:
 
     scene = make_scene(SAMPLE["split"], SAMPLE["seed"], SAMPLE["index"], qtype=SAMPLE["qtype"],
                        num_frames=NUM_FRAMES, width=FRAME_SIZE, height=FRAME_SIZE, fps=FPS)
-    _write_clip(render_scene(scene), ASSETS / "sample.mp4", FPS)
+    write_clip(render_scene(scene), ASSETS / "sample.mp4", FPS)
     (ASSETS / "sample.json").write_text(json.dumps(
         {"question": scene.question, "answer": scene.answer, "type": scene.qtype, "source": SAMPLE,
          "scene": scene.to_json()}) + "\n")

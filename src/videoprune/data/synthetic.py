@@ -45,6 +45,7 @@ __all__ = [
     "make_scene",
     "render_scene",
     "answer_from_scene",
+    "write_clip",
     "write_dataset",
     "vocabulary",
 ]
@@ -133,8 +134,8 @@ def make_scene(
     """Sample one scene deterministically from (split, seed, index).
 
     Appearances, flashes and colour changes are aligned to pairs of frames, so they survive a
-    temporal patch of 2; moves glide a few pixels every frame. ``num_frames`` must be even and at least 12 (three objects
-    must appear at distinct frame pairs after the first).
+    temporal patch of 2; moves glide a few pixels every frame. ``num_frames`` must be even and
+    at least 12 (three objects must appear at distinct frame pairs after the first).
     """
     if num_frames < 12 or num_frames % 2:
         raise ValueError(f"num_frames must be an even number >= 12, got {num_frames}")
@@ -334,7 +335,8 @@ def render_scene(scene: Scene) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # dataset files
 # --------------------------------------------------------------------------------------------
-def _write_clip(frames: np.ndarray, path: Path, fps: float) -> None:
+def write_clip(frames: np.ndarray, path: str | Path, fps: float) -> None:
+    """Encode ``(T, H, W, 3)`` uint8 frames as an H.264 mp4 at ``fps`` (near-lossless, crf 12)."""
     import av  # lazy: the [video] extra
 
     with av.open(str(path), mode="w") as container:
@@ -390,7 +392,7 @@ def write_dataset(
             qtype = qtypes[i % len(qtypes)] if qtypes else None
             scene = make_scene(split, seed, i, num_frames=num_frames, width=size, height=size, fps=fps, qtype=qtype)
             rel = Path("videos") / f"{split}_s{seed}_{i:05d}.mp4"
-            _write_clip(render_scene(scene), out / rel, fps)
+            write_clip(render_scene(scene), out / rel, fps)
             record = {
                 "video": str(rel),
                 "question": scene.question,
