@@ -5,8 +5,9 @@ Three stages, each one `videoprune.train.train` run on the same synthetic traini
   uptrained  the base model fine-tuned with EVS on at stochastic rates (--rate-dist);
   stts       an STTS scorer trained on the frozen base model (--stts-ratio, --stts-prune-at).
 A base run can continue from an earlier export (--init) with extra clips of the question types
-it is weakest on (--extra-types, --extra-num): the shipped default is the from-scratch base
-followed by such a focus run (see benchmarks/results/README.md).
+it is weakest on (--extra-types, --extra-num, --extra-weight to oversample the first type): the
+shipped default is the from-scratch base followed by such focus runs (see
+benchmarks/results/README.md).
 The data (train / val splits; never the test split) is written on first use. The validation
 accuracy is printed every --eval-every steps as one JSON line (unpruned for base/uptrained,
 with the trainer's STTS patch for stts). The export gets the init bundle's videoprune.json, so
@@ -46,6 +47,9 @@ def main() -> None:
                     help="comma-separated question types of extra training clips (train split, seed --seed + 1, "
                          "types in turn), trained on together with --data's train.jsonl")
     ap.add_argument("--extra-num", type=int, default=6000, help="number of extra clips (with --extra-types)")
+    ap.add_argument("--extra-weight", type=int, default=1,
+                    help="list the extra clips of the first --extra-types type this many times in the training mix "
+                         "(oversampling; the trainer draws lines uniformly)")
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -72,7 +76,7 @@ def main() -> None:
         write_dataset(data, "train", args.train, args.seed, num_frames=NUM_FRAMES, size=FRAME_SIZE, fps=FPS)
     train_jsonl = data / "train.jsonl"
     if args.extra_types:
-        train_jsonl = _with_extra(data, out, args.extra_types.split(","), args.extra_num, args.seed + 1)
+        train_jsonl = _with_extra(data, out, args.extra_types.split(","), args.extra_num, args.seed + 1, args.extra_weight)
     init = Path(args.init) if args.init else out / "init"
     if not (init / "config.json").exists():
         tok = build_word_tokenizer()
@@ -111,16 +115,28 @@ def main() -> None:
     print(json.dumps({"export": result.export_dir, "steps": result.steps}))
 
 
-def _with_extra(data, out, qtypes, num, seed):
-    """Write the extra clips (once, to DATA/extra) and a JSONL (in OUT) listing data's training clips and them."""
+def _with_extra(data, out, qtypes, num, seed, weight=1):
+    """Write the extra clips (once, to DATA/extra) and a JSONL (in OUT) listing data's training clips and them.
+
+    With ``weight`` > 1 the extra clips of type ``qtypes[0]`` are listed ``weight`` times.
+    """
     from videoprune.data.qa_model import FPS, FRAME_SIZE, NUM_FRAMES
     from videoprune.data.synthetic import write_dataset
 
+    if weight < 1:
+        raise SystemExit(f"--extra-weight must be >= 1, got {weight}")
     folder = data / "extra"
     if not (folder / "train.jsonl").exists():
         write_dataset(folder, "train", num, seed, num_frames=NUM_FRAMES, size=FRAME_SIZE, fps=FPS, qtypes=qtypes)
+    extra = (folder / "train.jsonl").read_text().splitlines()
+    have = sorted({json.loads(line)["type"] for line in extra})
+    if have != sorted(set(qtypes)) or len(extra) != num:
+        raise SystemExit(f"{folder} already holds {len(extra)} clips of types {have}, not {num} of {sorted(set(qtypes))}; "
+                         "remove it or pass another --data")
     lines = [_rebase(line, data, out) for line in (data / "train.jsonl").read_text().splitlines()]
-    lines += [_rebase(line, folder, out) for line in (folder / "train.jsonl").read_text().splitlines()]
+    for line in extra:
+        times = weight if json.loads(line)["type"] == qtypes[0] else 1
+        lines += [_rebase(line, folder, out)] * times
     out.mkdir(parents=True, exist_ok=True)
     mix = out / "train_mix.jsonl"
     mix.write_text("\n".join(lines) + "\n")
