@@ -20,7 +20,7 @@ Usage:
   python benchmarks/train_default_model.py --stage uptrained --init runs/focus/run/export --out runs/up \
       --data runs/base/data --extra-types direction,flash_count --rate-dist uniform:0.5,0.9 --export-rate 0.75 --steps 600 --lr 3e-4
   python benchmarks/train_default_model.py --stage stts --init runs/focus/run/export --out runs/stts \
-      --data runs/base/data --extra-types direction,flash_count --steps 400 --lr 1e-3
+      --data runs/base/data --extra-types direction,flash_count --steps 300 --lr 5e-4 --eval-every 100
 """
 
 from __future__ import annotations
