@@ -1,0 +1,50 @@
+"""The default model's recipe (benchmarks/train_default_model.py): the extra-clip training mix."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("av")
+
+RECIPE = Path(__file__).resolve().parents[2] / "benchmarks" / "train_default_model.py"
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    spec = importlib.util.spec_from_file_location("train_default_model", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from videoprune.data.synthetic import write_dataset
+
+    folder = tmp_path_factory.mktemp("data")
+    write_dataset(folder, "train", 4, 0, num_frames=12, size=96, progress=False, qtypes=["moved"])
+    return folder
+
+
+def _types(jsonl: Path) -> Counter:
+    return Counter(json.loads(line)["type"] for line in jsonl.read_text().splitlines())
+
+
+def test_extra_weight_repeats_the_first_type_and_paths_resolve(recipe, data, tmp_path):
+    mix = recipe._with_extra(data, tmp_path / "out", ["direction", "flash_count"], 4, 1, weight=3)
+    assert _types(mix) == Counter({"moved": 4, "direction": 2 * 3, "flash_count": 2})
+    for line in mix.read_text().splitlines():  # every rebased path points at a real clip
+        assert (mix.parent / json.loads(line)["video"]).resolve().is_file()
+
+
+def test_an_existing_extra_folder_of_other_types_is_refused(recipe, data, tmp_path):
+    recipe._with_extra(data, tmp_path / "a", ["direction", "flash_count"], 4, 1)
+    with pytest.raises(SystemExit, match="already holds 4 clips"):
+        recipe._with_extra(data, tmp_path / "b", ["direction"], 4, 1)
+    with pytest.raises(SystemExit, match="--extra-weight"):
+        recipe._with_extra(data, tmp_path / "c", ["direction", "flash_count"], 4, 1, weight=0)
