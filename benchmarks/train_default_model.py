@@ -128,26 +128,27 @@ def _with_extra(data, out, qtypes, num, seed, weight=1):
     folder = data / "extra"
     if not (folder / "train.jsonl").exists():
         write_dataset(folder, "train", num, seed, num_frames=NUM_FRAMES, size=FRAME_SIZE, fps=FPS, qtypes=qtypes)
-    extra = (folder / "train.jsonl").read_text().splitlines()
-    have = sorted({json.loads(line)["type"] for line in extra})
+    extra = _read_jsonl(folder / "train.jsonl")
+    have = sorted({rec["type"] for rec in extra})
     if have != sorted(set(qtypes)) or len(extra) != num:
         raise SystemExit(f"{folder} already holds {len(extra)} clips of types {have}, not {num} of {sorted(set(qtypes))}; "
                          "remove it or pass another --data")
-    lines = [_rebase(line, data, out) for line in (data / "train.jsonl").read_text().splitlines()]
-    for line in extra:
-        times = weight if json.loads(line)["type"] == qtypes[0] else 1
-        lines += [_rebase(line, folder, out)] * times
+    lines = [_rebase(rec, data, out) for rec in _read_jsonl(data / "train.jsonl")]
+    for rec in extra:
+        lines += [_rebase(rec, folder, out)] * (weight if rec["type"] == qtypes[0] else 1)
     out.mkdir(parents=True, exist_ok=True)
     mix = out / "train_mix.jsonl"
     mix.write_text("\n".join(lines) + "\n")
     return mix
 
 
-def _rebase(line, src, dst):
-    """A JSONL line whose relative video path is re-expressed relative to folder dst."""
-    rec = json.loads(line)
-    rec["video"] = os.path.relpath((src / rec["video"]).resolve(), dst.resolve())
-    return json.dumps(rec)
+def _read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _rebase(rec, src, dst):
+    """The JSONL line of record ``rec`` (from folder src) with its video path made relative to folder dst."""
+    return json.dumps({**rec, "video": os.path.relpath((src / rec["video"]).resolve(), dst.resolve())})
 
 
 if __name__ == "__main__":
