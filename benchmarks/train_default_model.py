@@ -47,6 +47,7 @@ def main() -> None:
                     help="comma-separated question types of extra training clips (train split, seed --seed + 1, "
                          "types in turn), trained on together with --data's train.jsonl")
     ap.add_argument("--extra-num", type=int, default=6000, help="number of extra clips (with --extra-types)")
+    ap.add_argument("--extra-dir", default="extra", help="folder under DATA the extra clips are written to (once) and read from")
     ap.add_argument("--extra-weight", type=int, default=1,
                     help="list the extra clips of the first --extra-types type this many times in the training mix "
                          "(oversampling; the trainer draws lines uniformly)")
@@ -76,7 +77,8 @@ def main() -> None:
         write_dataset(data, "train", args.train, args.seed, num_frames=NUM_FRAMES, size=FRAME_SIZE, fps=FPS)
     train_jsonl = data / "train.jsonl"
     if args.extra_types:
-        train_jsonl = _with_extra(data, out, args.extra_types.split(","), args.extra_num, args.seed + 1, args.extra_weight)
+        train_jsonl = _with_extra(data, out, args.extra_types.split(","), args.extra_num, args.seed + 1, args.extra_weight,
+                                  args.extra_dir)
     init = Path(args.init) if args.init else out / "init"
     if not (init / "config.json").exists():
         tok = build_word_tokenizer()
@@ -115,8 +117,8 @@ def main() -> None:
     print(json.dumps({"export": result.export_dir, "steps": result.steps}))
 
 
-def _with_extra(data, out, qtypes, num, seed, weight=1):
-    """Write the extra clips (once, to DATA/extra) and a JSONL (in OUT) listing data's training clips and them.
+def _with_extra(data, out, qtypes, num, seed, weight=1, folder="extra"):
+    """Write the extra clips (once, to DATA/FOLDER) and a JSONL (in OUT) listing data's training clips and them.
 
     With ``weight`` > 1 the extra clips of type ``qtypes[0]`` are listed ``weight`` times.
     """
@@ -125,7 +127,7 @@ def _with_extra(data, out, qtypes, num, seed, weight=1):
 
     if weight < 1:
         raise SystemExit(f"--extra-weight must be >= 1, got {weight}")
-    folder = data / "extra"
+    folder = data / folder
     if not (folder / "train.jsonl").exists():
         write_dataset(folder, "train", num, seed, num_frames=NUM_FRAMES, size=FRAME_SIZE, fps=FPS, qtypes=qtypes)
     extra = _read_jsonl(folder / "train.jsonl")

@@ -48,3 +48,14 @@ def test_an_existing_extra_folder_of_other_types_is_refused(recipe, data, tmp_pa
         recipe._with_extra(data, tmp_path / "b", ["direction"], 4, 1)
     with pytest.raises(SystemExit, match="--extra-weight"):
         recipe._with_extra(data, tmp_path / "c", ["direction", "flash_count"], 4, 1, weight=0)
+
+
+def test_extra_dir_keeps_a_second_set_of_extra_clips_beside_the_first(recipe, data, tmp_path):
+    """--extra-dir: the training-only direction_single clips go to their own folder; DATA/extra is untouched."""
+    recipe._with_extra(data, tmp_path / "a", ["direction", "flash_count"], 4, 1)
+    before = (data / "extra" / "train.jsonl").read_text()
+    mix = recipe._with_extra(data, tmp_path / "b", ["direction_single", "direction"], 4, 1, folder="extra_single")
+    assert _types(mix) == Counter({"moved": 4, "direction_single": 2, "direction": 2})
+    assert (data / "extra" / "train.jsonl").read_text() == before
+    for line in mix.read_text().splitlines():
+        assert (mix.parent / json.loads(line)["video"]).resolve().is_file()

@@ -9,6 +9,7 @@ import pytest
 
 from videoprune.data.synthetic import (
     QUESTION_TYPES,
+    TRAIN_ONLY_TYPES,
     ObjectTrack,
     Scene,
     answer_from_scene,
@@ -36,7 +37,7 @@ def test_train_and_test_scenes_never_coincide():
 
 
 @pytest.mark.parametrize("num_frames", [12, 16, 24])
-@pytest.mark.parametrize("qtype", QUESTION_TYPES)
+@pytest.mark.parametrize("qtype", QUESTION_TYPES + TRAIN_ONLY_TYPES)
 def test_answers_recomputed_from_scene_state_match(qtype, num_frames):
     """For every question type and clip length, the answer recomputed from per-frame state equals the stored one."""
     for i in range(40):
@@ -48,6 +49,25 @@ def test_answers_recomputed_from_scene_state_match(qtype, num_frames):
 def test_every_question_type_is_sampled():
     """Without a forced type, all five question types occur."""
     assert {make_scene("train", 0, i).qtype for i in range(N_SCENES)} == set(QUESTION_TYPES)
+
+
+def test_direction_single_has_one_mover_and_the_sampler_never_draws_it():
+    """The training-only variant: one object moves (the named one), the others stay; unforced scenes never get it."""
+    for i in range(40):
+        scene = make_scene("train", 0, i, qtype="direction_single")
+        movers = [o for o in scene.objects if len(set(o.xy)) > 1]
+        assert len(movers) == 1 and f" {movers[0].colour[0]} object " in scene.question
+        assert scene.answer in ("left", "right", "up", "down")
+        two = make_scene("train", 0, i, qtype="direction")
+        assert sum(len(set(o.xy)) > 1 for o in two.objects) == 2  # the test-time question keeps its second mover
+    assert not {make_scene("test", 0, i).qtype for i in range(N_SCENES)} & set(TRAIN_ONLY_TYPES)
+
+
+def test_train_only_types_are_refused_outside_train(tmp_path):
+    with pytest.raises(ValueError, match="training only"):
+        write_dataset(tmp_path, "test", 2, qtypes=["direction_single"], progress=False)
+    with pytest.raises(ValueError, match="qtypes"):
+        write_dataset(tmp_path, "train", 2, qtypes=["sideways"], progress=False)
 
 
 def test_distractors_are_present():

@@ -18,7 +18,11 @@ colour it starts with): identity is easy to read from pixels, so what the questi
 time axis. Shapes vary as distractor detail.
 
 Distractors are present in every scene (a second mover in ``direction``, other blinkers in
-``flash_count``, late arrivals in ``appeared_first``). A scene is fully described by per-frame
+``flash_count``, late arrivals in ``appeared_first``). One training-only variant,
+``direction_single`` (:data:`TRAIN_ONLY_TYPES`), asks the ``direction`` question with the second
+object left still: an easier step that teaches a small model to read motion direction before
+it must also tell two movers apart. Scenes never draw it by themselves; it exists only when
+asked for by name, so the val and test splits hold the five types above. A scene is fully described by per-frame
 state (position, colour, visibility of every object), stored in the JSONL next to the clip;
 :func:`answer_from_scene` recomputes the answer from that state alone. Samples are
 deterministic in (split, seed, index); the split is part of the random stream, so train and
@@ -37,6 +41,7 @@ import numpy as np
 
 __all__ = [
     "QUESTION_TYPES",
+    "TRAIN_ONLY_TYPES",
     "SHAPES",
     "COLOURS",
     "SPLITS",
@@ -51,6 +56,8 @@ __all__ = [
 ]
 
 QUESTION_TYPES = ("moved", "direction", "appeared_first", "flash_count", "colour_change")
+# asked for by name only (a training curriculum aid): ``direction`` with the distractor still
+TRAIN_ONLY_TYPES = ("direction_single",)
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
 COLOURS = {
     "red": (220, 40, 40),
@@ -143,8 +150,8 @@ def make_scene(
         raise ValueError(f"width and height must be at least {3 * OBJECT_SIZE + 24} pixels")
     rng = _rng(split, seed, index)
     qtype = qtype or QUESTION_TYPES[int(rng.integers(len(QUESTION_TYPES)))]
-    if qtype not in QUESTION_TYPES:
-        raise ValueError(f"qtype must be one of {QUESTION_TYPES}, got {qtype!r}")
+    if qtype not in QUESTION_TYPES + TRAIN_ONLY_TYPES:
+        raise ValueError(f"qtype must be one of {QUESTION_TYPES + TRAIN_ONLY_TYPES}, got {qtype!r}")
     n_obj = 3
     shapes = [SHAPES[i] for i in rng.choice(len(SHAPES), n_obj, replace=False)]
     colours = [list(COLOURS)[i] for i in rng.choice(len(COLOURS), n_obj + 1, replace=False)]
@@ -184,11 +191,13 @@ def make_scene(
             pair += 2
         track.visible = vis
 
-    if qtype in ("moved", "direction"):
+    if qtype in ("moved", "direction", "direction_single"):
         options = feasible_directions(target)
         direction = options[int(rng.integers(len(options)))]
         move(target, direction)
-        if qtype == "direction":
+        if qtype == "direction_single":  # the distractors stay still
+            question, answer = f"which direction did the {target.colour[0]} object move ?", direction
+        elif qtype == "direction":
             # a distractor moves too, in another direction, so the named object must be tracked
             other = tracks[1]
             alt = [d for d in feasible_directions(other) if d != direction]
@@ -365,8 +374,9 @@ def write_dataset(
 ) -> Path:
     """Write ``num`` clips to ``out_dir/videos/`` and their questions to ``out_dir/<split>.jsonl``.
 
-    ``qtypes`` restricts the question types (clip ``i`` gets ``qtypes[i % len(qtypes)]``); by
-    default each scene draws its type uniformly.
+    ``qtypes`` restricts the question types (clip ``i`` gets ``qtypes[i % len(qtypes)]``; the
+    training-only ``direction_single`` may be named here); by default each scene draws one of
+    :data:`QUESTION_TYPES` uniformly.
 
     Each JSONL line has ``video`` (path relative to the JSONL file), ``question``, ``answer``,
     ``type``, ``timestamps`` (seconds of each frame) and ``scene`` (the full description).
@@ -376,9 +386,11 @@ def write_dataset(
         raise ValueError(f"num must be >= 1, got {num}")
     if qtypes is not None:
         qtypes = list(qtypes)
-        bad = [q for q in qtypes if q not in QUESTION_TYPES]
+        bad = [q for q in qtypes if q not in QUESTION_TYPES + TRAIN_ONLY_TYPES]
         if not qtypes or bad:
-            raise ValueError(f"qtypes must be a non-empty subset of {QUESTION_TYPES}, got {qtypes!r}")
+            raise ValueError(f"qtypes must be a non-empty subset of {QUESTION_TYPES + TRAIN_ONLY_TYPES}, got {qtypes!r}")
+        if split != "train" and any(q in TRAIN_ONLY_TYPES for q in qtypes):
+            raise ValueError(f"{TRAIN_ONLY_TYPES} are for training only; split {split!r} asked for them")
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     jsonl = out / f"{split}.jsonl"
