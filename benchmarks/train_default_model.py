@@ -5,7 +5,8 @@ Three stages, each one `videoprune.train.train` run on the same synthetic traini
   uptrained  the base model fine-tuned with EVS on at stochastic rates (--rate-dist);
   stts       an STTS scorer trained on the frozen base model (--stts-ratio, --stts-prune-at).
 A base run can continue from an earlier export (--init) with extra clips of the question types
-it is weakest on (--extra-types, --extra-num, --extra-weight to oversample the first type): the
+it is weakest on (--extra-types, which may name the training-only direction_single; --extra-num;
+--extra-weight to oversample the first type; --extra-dir to keep a second set beside DATA/extra): the
 shipped default is the from-scratch base followed by such focus runs (see
 benchmarks/results/README.md).
 The data (train / val splits; never the test split) is written on first use. The validation
