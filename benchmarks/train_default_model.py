@@ -135,7 +135,7 @@ def _with_extra(data, out, qtypes, num, seed, weight=1, folder="extra"):
     have = sorted({rec["type"] for rec in extra})
     if have != sorted(set(qtypes)) or len(extra) != num:
         raise SystemExit(f"{folder} already holds {len(extra)} clips of types {have}, not {num} of {sorted(set(qtypes))}; "
-                         "remove it or pass another --data")
+                         "remove it, or pass another --data or --extra-dir")
     lines = [_rebase(rec, data, out) for rec in _read_jsonl(data / "train.jsonl")]
     for rec in extra:
         lines += [_rebase(rec, folder, out)] * (weight if rec["type"] == qtypes[0] else 1)

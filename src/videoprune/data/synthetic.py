@@ -22,11 +22,12 @@ Distractors are present in every scene (a second mover in ``direction``, other b
 ``direction_single`` (:data:`TRAIN_ONLY_TYPES`), asks the ``direction`` question with the second
 object left still: an easier step that teaches a small model to read motion direction before
 it must also tell two movers apart. Scenes never draw it by themselves; it exists only when
-asked for by name, so the val and test splits hold the five types above. A scene is fully described by per-frame
-state (position, colour, visibility of every object), stored in the JSONL next to the clip;
-:func:`answer_from_scene` recomputes the answer from that state alone. Samples are
-deterministic in (split, seed, index); the split is part of the random stream, so train and
-test scenes never share a seed.
+asked for by name, so the val and test splits hold the five types above.
+
+A scene is fully described by per-frame state (position, colour, visibility of every object),
+stored in the JSONL next to the clip; :func:`answer_from_scene` recomputes the answer from that
+state alone. Samples are deterministic in (split, seed, index); the split is part of the
+random stream, so train and test scenes never share a seed.
 
 Pure numpy; PyAV (``videoprune[video]``) is imported only to write clips.
 """
@@ -58,6 +59,7 @@ __all__ = [
 QUESTION_TYPES = ("moved", "direction", "appeared_first", "flash_count", "colour_change")
 # asked for by name only (a training curriculum aid): ``direction`` with the distractor still
 TRAIN_ONLY_TYPES = ("direction_single",)
+_ALL_TYPES = QUESTION_TYPES + TRAIN_ONLY_TYPES
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
 COLOURS = {
     "red": (220, 40, 40),
@@ -150,8 +152,8 @@ def make_scene(
         raise ValueError(f"width and height must be at least {3 * OBJECT_SIZE + 24} pixels")
     rng = _rng(split, seed, index)
     qtype = qtype or QUESTION_TYPES[int(rng.integers(len(QUESTION_TYPES)))]
-    if qtype not in QUESTION_TYPES + TRAIN_ONLY_TYPES:
-        raise ValueError(f"qtype must be one of {QUESTION_TYPES + TRAIN_ONLY_TYPES}, got {qtype!r}")
+    if qtype not in _ALL_TYPES:
+        raise ValueError(f"qtype must be one of {_ALL_TYPES}, got {qtype!r}")
     n_obj = 3
     shapes = [SHAPES[i] for i in rng.choice(len(SHAPES), n_obj, replace=False)]
     colours = [list(COLOURS)[i] for i in rng.choice(len(COLOURS), n_obj + 1, replace=False)]
@@ -195,17 +197,16 @@ def make_scene(
         options = feasible_directions(target)
         direction = options[int(rng.integers(len(options)))]
         move(target, direction)
-        if qtype == "direction_single":  # the distractors stay still
-            question, answer = f"which direction did the {target.colour[0]} object move ?", direction
-        elif qtype == "direction":
-            # a distractor moves too, in another direction, so the named object must be tracked
-            other = tracks[1]
-            alt = [d for d in feasible_directions(other) if d != direction]
-            if alt:
-                move(other, alt[int(rng.integers(len(alt)))])
-            question, answer = f"which direction did the {target.colour[0]} object move ?", direction
-        else:
+        if qtype == "moved":
             question, answer = "which object moved ?", target.colour[0]
+        else:
+            if qtype == "direction":  # (direction_single leaves the distractors still)
+                # a distractor moves too, in another direction, so the named object must be tracked
+                other = tracks[1]
+                alt = [d for d in feasible_directions(other) if d != direction]
+                if alt:
+                    move(other, alt[int(rng.integers(len(alt)))])
+            question, answer = f"which direction did the {target.colour[0]} object move ?", direction
     elif qtype == "appeared_first":
         pairs = sorted(rng.choice(np.arange(1, f // 2 - 1), size=n_obj, replace=False).tolist())
         for track, p in zip(tracks, pairs):
@@ -386,9 +387,9 @@ def write_dataset(
         raise ValueError(f"num must be >= 1, got {num}")
     if qtypes is not None:
         qtypes = list(qtypes)
-        bad = [q for q in qtypes if q not in QUESTION_TYPES + TRAIN_ONLY_TYPES]
+        bad = [q for q in qtypes if q not in _ALL_TYPES]
         if not qtypes or bad:
-            raise ValueError(f"qtypes must be a non-empty subset of {QUESTION_TYPES + TRAIN_ONLY_TYPES}, got {qtypes!r}")
+            raise ValueError(f"qtypes must be a non-empty subset of {_ALL_TYPES}, got {qtypes!r}")
         if split != "train" and any(q in TRAIN_ONLY_TYPES for q in qtypes):
             raise ValueError(f"{TRAIN_ONLY_TYPES} are for training only; split {split!r} asked for them")
     out = Path(out_dir)
