@@ -265,19 +265,27 @@ def _target_size(spec: FamilySpec, num_frames: int, height: int, width: int) -> 
 
 
 def _resize_normalize(frames: np.ndarray, size: tuple[int, int], mean, std) -> np.ndarray:
-    """uint8 ``(T, H, W, 3)`` -> float32 ``(T, 3, h, w)``, exactly as HF's PIL backend does it."""
+    """uint8 ``(T, H, W, 3)`` -> float32 ``(T, 3, h, w)``, exactly as HF's PIL backend does it.
+
+    Resizing is PIL bicubic per frame; rescale + normalise depend only on (channel, byte value),
+    so they are one 3 x 256 lookup table computed with HF's arithmetic (float64 rescale, cast to
+    float32, then ``(x - mean) / std`` in float32): the same bits as applying it to every pixel.
+    """
     from PIL import Image  # noqa: PLC0415  (lazy: optional dependency)
 
     h, w = size
     mean = np.asarray(mean, dtype=np.float32)
     std = np.asarray(std, dtype=np.float32)
+    if frames.shape[1:3] == (h, w):
+        resized = frames
+    else:
+        resized = np.stack([np.asarray(Image.fromarray(f).resize((w, h), resample=Image.Resampling.BICUBIC))
+                            for f in frames])
+    values = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)
+    lut = (values[None, :] - mean[:, None]) / std[:, None]  # (3, 256)
     out = np.empty((frames.shape[0], 3, h, w), dtype=np.float32)
-    for i, frame in enumerate(frames):
-        img = Image.fromarray(frame)
-        if img.size != (w, h):
-            img = img.resize((w, h), resample=Image.Resampling.BICUBIC)
-        x = (np.asarray(img).astype(np.float64) * (1 / 255)).astype(np.float32)
-        out[i] = ((x - mean) / std).transpose(2, 0, 1)
+    for c in range(3):
+        out[:, c] = lut[c][resized[..., c]]
     return out
 
 
