@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--init", default=None, help="start from this bundle instead of a fresh model")
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--attn", choices=("eager", "sdpa"), default="eager",
+                    help="attention kernel (eager is the faster one for this model on CPU)")
     args = ap.parse_args()
 
     import videoprune
@@ -111,7 +113,7 @@ def main() -> None:
         rate_dist=args.rate_dist, export_rate=args.export_rate, lr=args.lr, weight_decay=0.01, warmup_steps=100,
         schedule="cosine", max_steps=args.steps, batch_size=args.batch_size, num_frames=NUM_FRAMES,
         min_pixels=FRAME_SIZE * FRAME_SIZE, max_pixels=FRAME_SIZE * FRAME_SIZE, num_workers=1, save_every=500,
-        log_every=10, seed=args.seed,
+        log_every=10, seed=args.seed, attn_implementation=args.attn,
     )
     result = train(cfg, on_step=on_step, progress=False)
     shutil.copy(init / SPEC_FILE, Path(result.export_dir) / SPEC_FILE)

@@ -101,3 +101,25 @@ def test_fsdp_on_cpu_is_refused_up_front(toy_jsonl, tmp_path):
     with pytest.raises(ValueError, match="strategy='fsdp' needs CUDA devices.*use strategy='ddp' on CPU"):
         train(tiny_config(toy_jsonl, tmp_path, strategy="fsdp", device="cpu", no_export=True))
     assert not (tmp_path / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize("kernel", ["eager", "sdpa"])
+def test_attn_implementation_reaches_the_model_and_keeps_the_losses(toy_jsonl, tmp_path, kernel):
+    """Both load paths (built-in tiny, from_pretrained) run with the asked kernel; the first loss (same weights,
+    before any update) matches the other kernel's (later ones drift apart through Adam at lr 1e-2)."""
+    seen, losses = [], {}
+    record = lambda s: seen.append(s.model.config._attn_implementation)  # noqa: E731
+    first = train(tiny_config(toy_jsonl, tmp_path / "tiny", max_steps=3, attn_implementation=kernel), on_step=record)
+    other = "sdpa" if kernel == "eager" else "eager"
+    losses[other] = train(tiny_config(toy_jsonl, tmp_path / "other", max_steps=3, attn_implementation=other,
+                                      no_export=True)).losses
+    again = train(tiny_config(toy_jsonl, tmp_path / "hf", model=first.export_dir, max_steps=1, no_export=True,
+                              attn_implementation=kernel), on_step=record)
+    assert seen == [kernel] * 4
+    assert first.losses[0] == pytest.approx(losses[other][0], rel=1e-5)
+    assert again.steps == 1
+
+
+def test_unknown_attn_implementation_is_refused(toy_jsonl, tmp_path):
+    with pytest.raises(ValueError, match="attn_implementation must be one of"):
+        tiny_config(toy_jsonl, tmp_path, attn_implementation="flash")

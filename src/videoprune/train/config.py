@@ -12,6 +12,7 @@ __all__ = ["TrainConfig", "TINY_MODELS"]
 METHODS = ("evs", "stts")
 PRECISIONS = ("auto", "fp32", "bf16")
 STRATEGIES = ("ddp", "fsdp")
+ATTENTION = ("eager", "sdpa")
 SCHEDULES = ("constant", "linear", "cosine")
 BAD_VIDEO = ("skip", "error")
 #: ``--model tiny:<family>``: a built-in random tiny model + word tokenizer (tests, smoke runs)
@@ -68,6 +69,9 @@ class TrainConfig:
     precision: str = field(default="auto", metadata=_h("auto: bf16 autocast on CUDA with bf16 support, fp32 "
                                                        "otherwise; bf16 forces autocast (also on CPU)",
                                                        choices=PRECISIONS))
+    attn_implementation: str | None = field(default=None, metadata=_h(
+        "transformers attention kernel: eager or sdpa (default: the model's own choice). On CPU, eager is "
+        "faster for small models with short sequences (see docs/train.md)", choices=ATTENTION))
     strategy: str = field(default="ddp", metadata=_h("under torchrun: ddp (replicated) or fsdp (sharded)",
                                                      choices=STRATEGIES))
     device: str | None = field(default=None, metadata=_h("cpu or cuda (default: cuda when available)"))
@@ -120,6 +124,8 @@ class TrainConfig:
                 and not self.rate_distribution.is_fixed):
             raise ValueError(f"export_rate is required with the stochastic rate_dist {self.rate_dist!r}: "
                              "give the rate the exported model will be served at (--export-rate)")
+        if self.attn_implementation is not None and self.attn_implementation not in ATTENTION:
+            raise ValueError(f"attn_implementation must be one of {ATTENTION} or None, got {self.attn_implementation!r}")
         if self.num_frames is not None and self.fps is not None:
             raise ValueError("give either num_frames or fps, not both")
         if self.device is not None and self.device.split(":")[0] not in ("cpu", "cuda"):

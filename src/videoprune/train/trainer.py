@@ -120,10 +120,14 @@ def _load(cfg: TrainConfig, log):
         if cfg.model not in TINY_MODELS:
             raise ValueError(f"model {cfg.model!r}: unknown built-in; known: {', '.join(TINY_MODELS)}")
         tok = build_word_tokenizer()
-        return tiny_model(cfg.model, tok, seed=cfg.seed), tok, None
+        model = tiny_model(cfg.model, tok, seed=cfg.seed)
+        if cfg.attn_implementation:
+            model.set_attn_implementation(cfg.attn_implementation)
+        return model, tok, None
     from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
-    model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=torch.float32)
+    extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+    model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=torch.float32, **extra)
     source = cfg.tokenizer or cfg.model
     try:
         processor = AutoProcessor.from_pretrained(source)
