@@ -59,3 +59,10 @@ def test_extra_dir_keeps_a_second_set_of_extra_clips_beside_the_first(recipe, da
     assert (data / "extra" / "train.jsonl").read_text() == before
     for line in mix.read_text().splitlines():
         assert (mix.parent / json.loads(line)["video"]).resolve().is_file()
+
+
+def test_extra_only_leaves_the_base_training_clips_out(recipe, data, tmp_path):
+    """--extra-only: a single-skill stage trains on the extra clips alone."""
+    mix = recipe._with_extra(data, tmp_path / "a", ["direction_single", "direction"], 4, 1, folder="extra_single",
+                             only=True)
+    assert _types(mix) == Counter({"direction_single": 2, "direction": 2})
