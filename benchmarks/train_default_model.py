@@ -73,7 +73,7 @@ def main() -> None:
     import torch
 
     import videoprune
-    from videoprune.bench.accuracy import _records, evaluate
+    from videoprune.bench.accuracy import evaluate, read_records
     from videoprune.bundle import SPEC_FILE, load_bundle
     from videoprune.data.qa_model import FPS, FRAME_SIZE, NUM_FRAMES, build_qa_model, save_bundle
     from videoprune.data.synthetic import write_dataset
@@ -99,7 +99,7 @@ def main() -> None:
         save_bundle(build_qa_model(tok, "default", seed=args.seed), tok, init)
 
     bundle = load_bundle(str(init))
-    val = _records(data / "val.jsonl")
+    val = read_records(data / "val.jsonl")
     t0 = time.time()
 
     def on_step(info):

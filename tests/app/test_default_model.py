@@ -32,14 +32,14 @@ def default(offline):
 
 @pytest.fixture(scope="module")
 def held_out(tmp_path_factory):
-    from videoprune.bench.accuracy import _records
+    from videoprune.bench.accuracy import read_records
     from videoprune.data.qa_model import FPS, FRAME_SIZE, NUM_FRAMES
     from videoprune.data.synthetic import write_dataset
 
     out = tmp_path_factory.mktemp("held-out")
     jsonl = write_dataset(out, "test", HELD_OUT_NUM, HELD_OUT_SEED, num_frames=NUM_FRAMES, size=FRAME_SIZE, fps=FPS,
                           progress=False)
-    return _records(jsonl)
+    return read_records(jsonl)
 
 
 def test_the_embedded_models_ship_with_the_package():

@@ -97,3 +97,17 @@ def test_stts_config_comes_from_the_scorers_training_settings(tiny_bundle, tmp_p
     (tmp_path / "stts_config.json").unlink()
     with pytest.raises(ValueError):  # without the settings, the defaults (prune_at=3) do not fit this scorer
         videoprune.patch(bundle.model, bundle.stts_config(0.25, str(scorer)))
+
+
+def test_read_records_resolves_video_paths_against_the_jsonl_folder(tmp_path, monkeypatch):
+    """read_records keeps every field and makes each relative video path absolute, whatever the cwd."""
+    from videoprune.bench.accuracy import read_records
+
+    (tmp_path / "qa").mkdir()
+    jsonl = tmp_path / "qa" / "val.jsonl"
+    jsonl.write_text(json.dumps({"video": "videos/a.mp4", "answer": "red"}) + "\n"
+                     + json.dumps({"video": "../b.mp4", "answer": "up"}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    recs = read_records("qa/val.jsonl")
+    assert [r["video"] for r in recs] == [str(tmp_path / "qa" / "videos" / "a.mp4"), str(tmp_path / "b.mp4")]
+    assert [r["answer"] for r in recs] == ["red", "up"]

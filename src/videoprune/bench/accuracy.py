@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["AccuracyConfig", "METHODS", "run_accuracy", "evaluate"]
+__all__ = ["AccuracyConfig", "METHODS", "run_accuracy", "evaluate", "read_records"]
 
 METHODS = ("none", "evs", "evs-pixel", "evs-pre", "evs-threshold", "random", "uniform", "stts", "uptrained")
 
@@ -153,7 +153,9 @@ def calibrate_threshold(model, bundle, records, fraction: float) -> float:
 # --------------------------------------------------------------------------------------------
 # the benchmark
 # --------------------------------------------------------------------------------------------
-def _records(jsonl: Path) -> list[dict]:
+def read_records(jsonl: str | Path) -> list[dict]:
+    """The lines of a QA JSONL (as `write_dataset` writes it) with each ``video`` made an absolute path."""
+    jsonl = Path(jsonl)
     out = []
     for line in jsonl.read_text().splitlines():
         r = json.loads(line)
@@ -168,7 +170,7 @@ def _dataset(folder: Path, split: str, num: int, seed: int, bundle) -> list[dict
     jsonl = folder / f"{split}.jsonl"
     if not jsonl.exists() or len(jsonl.read_text().splitlines()) != num:
         write_dataset(folder, split, num, seed, num_frames=bundle.num_frames, size=bundle.frame_size, fps=bundle.fps)
-    return _records(jsonl)
+    return read_records(jsonl)
 
 
 def run_accuracy(cfg: AccuracyConfig) -> dict:
