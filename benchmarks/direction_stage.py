@@ -5,7 +5,7 @@ The default model (videoprune.data.qa_model, the "default" size) is trained on -
 named object moves, the distractor stays still: the one-mover step that makes reading motion
 direction learnable at this scale, docs/accuracy.md), then saved as a bundle for
 `benchmarks/train_default_model.py --stage base --init OUT`. Validation (`val` split only):
---nval two-mover `direction` clips plus 100 one-mover clips, printed every --every steps as
+--nval two-mover `direction` clips plus --nval-single one-mover clips (100), printed every --every steps as
 one JSON line. AdamW, linear warm-up over 100 steps, cosine decay; one thread by default.
 
 The one-mover clips are `moved` scenes relabelled with the `direction` question of their mover
@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="bundle folder written at the end")
     ap.add_argument("--ntrain", type=int, default=4000)
     ap.add_argument("--nval", type=int, default=200)
+    ap.add_argument("--nval-single", type=int, default=100)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--bs", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -86,7 +87,7 @@ def main() -> None:
         print(split, n, "clips encoded in", round(time.time() - t0), "s", flush=True)
         return xs
 
-    train, val = encode("train", a.ntrain), encode("val", a.nval + 100)
+    train, val = encode("train", a.ntrain), encode("val", a.nval + a.nval_single)
     model = qa_model.build_qa_model(tok, "default")
     torch.manual_seed(a.seed)
     model.apply(model._init_weights)
