@@ -65,11 +65,11 @@ def test_default_model_answers_the_sample_clip(default):
 
 
 def test_default_model_answers_held_out_clips(default, held_out):
-    """Far above the answer prior (~0.2-0.3) on clips from the never-trained test split."""
+    """Far above the answer prior (~0.2-0.3) on clips from the never-trained test split (0.90 measured)."""
     from videoprune.bench.accuracy import evaluate
 
     acc, _, _ = evaluate(default.model, default, held_out)
-    assert acc >= 0.8, acc
+    assert acc >= 0.85, acc
 
 
 def test_uptrained_model_keeps_its_accuracy_under_evs(offline, held_out):
@@ -80,7 +80,7 @@ def test_uptrained_model_keeps_its_accuracy_under_evs(offline, held_out):
     assert up.model.config.video_pruning_rate == pytest.approx(0.75)
     acc, _, kept = evaluate(up.model, up, held_out, cfg=EVSConfig(rate=0.75))
     assert kept == pytest.approx(0.25, abs=0.01)
-    assert acc >= 0.7, acc
+    assert acc >= 0.8, acc  # 0.85 measured
 
 
 def test_ask_with_no_arguments_answers_the_bundled_sample(offline, capsys):
