@@ -111,3 +111,17 @@ def test_read_records_resolves_video_paths_against_the_jsonl_folder(tmp_path, mo
     recs = read_records("qa/val.jsonl")
     assert [r["video"] for r in recs] == [str(tmp_path / "qa" / "videos" / "a.mp4"), str(tmp_path / "b.mp4")]
     assert [r["answer"] for r in recs] == ["red", "up"]
+
+
+def test_plot_series_run_in_ascending_kept_fraction_and_end_at_unpruned():
+    """Each method's line goes 10% -> 25% -> 50% -> 100% (the unpruned point came first once, drawing a
+    line back from 100% to 10%); uptrained gets no unpruned point of the default model."""
+    from videoprune.bench.accuracy import _series
+
+    rows = [{"method": "none", "kept_fraction_measured": 1.0, "accuracy": 0.9}]
+    for m in ("evs", "uptrained"):
+        rows += [{"method": m, "kept_fraction_measured": f, "accuracy": a} for f, a in ((0.5, 0.8), (0.25, 0.7), (0.125, 0.3))]
+    series = _series(rows)
+    assert series["evs"] == [(0.125, 0.3), (0.25, 0.7), (0.5, 0.8), (1.0, 0.9)]
+    assert series["uptrained"] == [(0.125, 0.3), (0.25, 0.7), (0.5, 0.8)]
+    assert "none" not in series
