@@ -50,13 +50,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
 
+    from videoprune.bundle import sample_video
     from videoprune.video import SamplingConfig, decode, probe, sample_clip
 
     videos = list(args.videos)
     if not videos:
-        from importlib.resources import files
-
-        videos.append(str(files("videoprune") / "assets" / "sample.mp4"))
+        videos.append(sample_video())
         for name in ("carphone_pristine.mp4", "bikes.mp4"):
             try:
                 videos.append(str(sample_clip(name)))

@@ -47,7 +47,7 @@ def main() -> None:
 
     from videoprune.bundle import EMBEDDED, SPEC_FILE
     from videoprune.data import qa_model
-    from videoprune.data.synthetic import make_scene, render_scene
+    from videoprune.data.synthetic import answer_from_scene, make_scene, render_scene
     from videoprune.train.tokenizer import build_word_tokenizer
     from videoprune.video import clip_from_frames, preprocess
     from videoprune.video.prompt import build_prompt
@@ -65,12 +65,9 @@ def main() -> None:
 
     def one_mover(split, i):
         s = make_scene(split, 0, i, qtype="moved")
-        for o in s.objects:
-            dx, dy = o.xy[-1][0] - o.xy[0][0], o.xy[-1][1] - o.xy[0][1]
-            if dx or dy:
-                s.question = f"which direction did the {o.colour[0]} object move ?"
-                s.answer = "left" if dx < 0 else "right" if dx > 0 else "up" if dy < 0 else "down"
-                s.qtype = "single"
+        (mover,) = [o for o in s.objects if len(set(o.xy)) > 1]  # a `moved` scene has exactly one
+        s.question = f"which direction did the {mover.colour[0]} object move ?"
+        s.answer, s.qtype = answer_from_scene(s), "single"
         return s
 
     def encode(split, n):
