@@ -67,10 +67,11 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--attn", choices=("eager", "sdpa"), default="sdpa",
-                    help="attention kernel (on CPU, with subnormals flushed, the two are within 5%% for this model)")
+                    help="attention kernel (on CPU, with subnormals flushed, the two were within 7%% for this model "
+                         "in docs/train.md's runs)")
     ap.add_argument("--no-flush-denormal", action="store_true",
                     help="keep subnormal floats (by default they are flushed to zero: once trained, this model's "
-                         "attention makes enough of them to slow CPU matmuls by a third)")
+                         "attention makes them, and they slowed CPU steps by 2-10%% in docs/train.md's runs)")
     args = ap.parse_args()
 
     import torch
