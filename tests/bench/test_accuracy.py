@@ -113,15 +113,24 @@ def test_read_records_resolves_video_paths_against_the_jsonl_folder(tmp_path, mo
     assert [r["answer"] for r in recs] == ["red", "up"]
 
 
-def test_plot_series_run_in_ascending_kept_fraction_and_end_at_unpruned():
-    """Each method's line goes 10% -> 25% -> 50% -> 100% (the unpruned point came first once, drawing a
-    line back from 100% to 10%); uptrained gets no unpruned point of the default model."""
-    from videoprune.bench.accuracy import _series
-
+def _series_rows():
     rows = [{"method": "none", "kept_fraction_measured": 1.0, "accuracy": 0.9}]
     for m in ("evs", "uptrained"):
         rows += [{"method": m, "kept_fraction_measured": f, "accuracy": a} for f, a in ((0.5, 0.8), (0.25, 0.7), (0.125, 0.3))]
-    series = _series(rows)
+    return rows
+
+
+def test_plot_series_run_in_ascending_kept_fraction_and_end_at_unpruned():
+    """Each method's line goes 10% -> 25% -> 50% -> 100% (the unpruned point once came first, drawing a
+    line back from 100% to 10%)."""
+    from videoprune.bench.accuracy import _series
+
+    series = _series(_series_rows())
     assert series["evs"] == [(0.125, 0.3), (0.25, 0.7), (0.5, 0.8), (1.0, 0.9)]
-    assert series["uptrained"] == [(0.125, 0.3), (0.25, 0.7), (0.5, 0.8)]
     assert "none" not in series
+
+
+def test_plot_series_give_uptrained_no_unpruned_point_of_the_default_model():
+    from videoprune.bench.accuracy import _series
+
+    assert _series(_series_rows())["uptrained"] == [(0.125, 0.3), (0.25, 0.7), (0.5, 0.8)]
