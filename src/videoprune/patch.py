@@ -138,6 +138,18 @@ def patch(model: torch.nn.Module, cfg: "EVSConfig | STTSConfig | None" = None) -
     return handle
 
 
+def cached_length(call: dict) -> int:
+    """Tokens already in the KV cache of a forward call: 0 on prefill.
+
+    The cache arrives as ``past_key_values`` (transformers 5.23) or ``cache`` (the name 5.24+
+    moves to; both are accepted there until 5.40).
+    """
+    cache = call.get("cache")
+    if cache is None:
+        cache = call.get("past_key_values")
+    return int(cache.get_seq_length()) if cache is not None else 0
+
+
 def _install(handle: PruneHandle) -> None:
     """Wrap the inner forward, get_video_features and the language model's forward for ``handle``.
 
@@ -174,8 +186,7 @@ def _install(handle: PruneHandle) -> None:
             raise TypeError("videoprune expects the language model to be called with keyword arguments")
         if not handle.enabled:
             return lm_fwd(**kwargs)
-        cache = kwargs.get("past_key_values")
-        past = int(cache.get_seq_length()) if cache is not None else 0
+        past = cached_length(kwargs)
         if past == 0:
             handle._state = None
             call = _resolve_call(handle) if handle._call is not None else None

@@ -6,6 +6,8 @@ import contextlib
 
 import torch
 
+from videoprune.models.molmo2_layout import video_pooling
+
 VOCAB = 128
 PATCH_TOKEN = 101  # Molmo2 <im_patch>
 FRAME_START, FRAME_END = 105, 106
@@ -35,14 +37,6 @@ def build_molmo2(seed: int = 0, vit_layers: int = M_VIT_LAYERS, taps=None):
     return tf.Molmo2ForConditionalGeneration(cfg).eval()
 
 
-def _pooling(frames: int, offset: int) -> torch.Tensor:
-    p = M_SIDE * M_SIDE
-    grid = torch.arange(p).view(M_SIDE, M_SIDE)
-    s = M_SIDE // M_POOL
-    win = grid.view(s, M_POOL, s, M_POOL).permute(0, 2, 1, 3).reshape(-1, M_POOL * M_POOL)
-    return torch.cat([win + offset + f * p for f in range(frames)])
-
-
 def molmo2_video(gen: torch.Generator, frames: int = M_FRAMES) -> torch.Tensor:
     """A mostly static clip: each frame re-draws a random third of the previous frame's patches."""
     p, row = M_SIDE * M_SIDE, M_PATCH * M_PATCH * 3
@@ -61,8 +55,7 @@ def molmo2_inputs(texts: list[tuple[int, int]], seed: int = 0, frames: int = M_F
     Per frame: 2 timestamp tokens, <frame_start>, M_TOKENS <im_patch>, <frame_end> (as the processor lays it out).
     """
     gen = torch.Generator().manual_seed(seed)
-    rows, pix, pooling, grids = [], [], [], []
-    offset = 0
+    rows, pix, grids = [], [], []
     for before, after in texts:
         ids = torch.randint(4, 96, (before,), generator=gen).tolist()
         for _ in range(frames):
@@ -70,8 +63,6 @@ def molmo2_inputs(texts: list[tuple[int, int]], seed: int = 0, frames: int = M_F
         ids += torch.randint(4, 96, (after,), generator=gen).tolist()
         rows.append(ids)
         pix.append(molmo2_video(gen, frames))
-        pooling.append(_pooling(frames, offset))
-        offset += frames * M_SIDE * M_SIDE
         grids.append([frames, M_SIDE // M_POOL, M_SIDE // M_POOL])
     length = max(len(r) for r in rows)
     input_ids = torch.zeros(len(rows), length, dtype=torch.long)
@@ -80,7 +71,7 @@ def molmo2_inputs(texts: list[tuple[int, int]], seed: int = 0, frames: int = M_F
         input_ids[i, length - len(r):] = torch.tensor(r)
         attn[i, length - len(r):] = 1
     return {"input_ids": input_ids, "attention_mask": attn, "mm_token_type_ids": (input_ids == PATCH_TOKEN).long(),
-            "pixel_values_videos": torch.cat(pix), "video_token_pooling": torch.cat(pooling),
+            "pixel_values_videos": torch.cat(pix), "video_token_pooling": video_pooling([frames] * len(texts), M_SIDE, M_SIDE, M_POOL),
             "video_grids": torch.tensor(grids)}
 
 

@@ -7,6 +7,7 @@ import torch
 
 import stts_builders as SB
 import videoprune
+from videoprune.models.molmo2_layout import to_global
 from videoprune.stts import drop_count, prev_frame_scores, ref_frame_scores, select_tokens, window_mean
 
 PRUNE_AT, RATIO = SB.PRUNE_AT, SB.RATIO
@@ -104,7 +105,9 @@ def _reference_encode(model, handle, inputs):
     taps.update(outs)
     feats = torch.cat([taps[depth + 1 + t] for t in SB.M_TAPS], -1)
     kept_tokens = torch.cat([s.keep_flat for s in sels])
-    return inner.multi_modal_projector(feats, inputs["video_token_pooling"][kept_tokens]).last_hidden_state
+    frames = inputs["video_grids"][:, 0].tolist()
+    pooling = to_global(inputs["video_token_pooling"], [t * SB.M_TOKENS for t in frames], [t * p for t in frames])
+    return inner.multi_modal_projector(feats, pooling[kept_tokens]).last_hidden_state
 
 
 def test_packed_rows_equal_each_frame_kept_tokens_alone(model, patched):

@@ -331,7 +331,7 @@ def _synthetic_ids(model, video, prompt_tokens: int) -> dict[str, torch.Tensor]:
 
 @dataclass
 class _Molmo2Video:
-    """Molmo2 video tensors (what ``Molmo2VideoProcessor`` returns, shapes and layout of transformers 5.23).
+    """Molmo2 video tensors (what ``Molmo2VideoProcessor`` returns; pooling layout: :mod:`videoprune.models.molmo2_layout`).
 
     Every frame is resized to the ViT's ``image_size`` square and cut into ``p x p`` patches
     (rows of ``p * p * 3`` values); ``pool x pool`` windows (3 x 3) of patches, in raster order,
@@ -339,7 +339,7 @@ class _Molmo2Video:
     """
 
     pixel_values_videos: torch.Tensor  # (T, Hp * Wp, p * p * 3) float32
-    video_token_pooling: torch.Tensor  # (T * H' * W', pool * pool) int64, global patch indices
+    video_token_pooling: torch.Tensor  # (T * H' * W', pool * pool) int64 patch indices (one video)
     video_grids: torch.Tensor  # (1, 3): (T, H', W')
     tokens_per_frame: int
     temporal_slices: int
@@ -355,6 +355,7 @@ class _Molmo2Video:
 
 def _molmo2_preprocess(model, clip, pool: int = 3) -> _Molmo2Video:
     """Resize (PIL bicubic) + normalise (SigLIP mean/std 0.5) + patchify every frame for Molmo2's ViT."""
+    from ..models.molmo2_layout import video_pooling
     from ..video.preprocess import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, _resize_normalize
 
     vc = model.config.vision_config
@@ -362,9 +363,7 @@ def _molmo2_preprocess(model, clip, pool: int = 3) -> _Molmo2Video:
     x = torch.from_numpy(_resize_normalize(clip.frames, (h, w), IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD))
     t, hp, wp = x.shape[0], h // p, w // p
     rows = x.view(t, 3, hp, p, wp, p).permute(0, 2, 4, 3, 5, 1).reshape(t, hp * wp, p * p * 3)
-    grid = torch.arange(hp * wp).view(hp, wp)
-    win = grid.view(hp // pool, pool, wp // pool, pool).permute(0, 2, 1, 3).reshape(-1, pool * pool)
-    pooling = torch.cat([win + f * hp * wp for f in range(t)])
+    pooling = video_pooling([t], hp, wp, pool)
     return _Molmo2Video(rows.contiguous(), pooling, torch.tensor([[t, hp // pool, wp // pool]]),
                         (hp // pool) * (wp // pool), t)
 

@@ -1,4 +1,4 @@
-"""STTS for Molmo2 (transformers 5.23 ``models/molmo2``): in-ViT pruning, pooled tokens kept out of the LLM.
+"""STTS for Molmo2 (transformers 5.23-5.25 ``models/molmo2``): in-ViT pruning, pooled tokens kept out of the LLM.
 
 Molmo2's video path (read from ``modeling_molmo2.py`` / ``video_processing_molmo2.py``, 5.23.0):
 every frame is one ``Hp x Wp`` patch crop (27 x 27 at 378 px) through a SigLIP-style ViT where
@@ -35,10 +35,11 @@ import torch
 
 from ..core.plan import build_plan, VideoKeepStats
 from ..core.positions import prune_positions, rope_deltas
-from ..patch import PruneStats, _DecodeState, _decode
+from ..patch import PruneStats, _DecodeState, _decode, cached_length
 from ..stts.config import STTSConfig
 from ..stts.hf import STTSHandle, additive_mask, score_and_select, wrap
 from ..stts.packing import build_layout, pack, scatter_back
+from .molmo2_layout import pooling_is_per_video, to_global, video_pooling
 
 __all__ = ["Molmo2STTS"]
 
@@ -95,18 +96,17 @@ class Molmo2STTS:
                 "prune_at": cfg.prune_at, "pool": self.pool(cfg)}
 
     # ---- encoder ------------------------------------------------------------------------------------
-    def _check_pooling(self, video_token_pooling: torch.Tensor, frames: int, pool: int) -> None:
-        """The STTS windows must be the adapter's pooling windows: regular ``pool x pool`` blocks in raster order."""
-        if self.hp % pool or self.wp % pool:
-            raise ValueError(f"pool={pool} does not tile the {self.hp}x{self.wp} patch grid of a Molmo2 frame")
-        p = self.hp * self.wp
-        grid = torch.arange(p, device=video_token_pooling.device).view(self.hp, self.wp)
-        win = grid.view(self.hp // pool, pool, self.wp // pool, pool).permute(0, 2, 1, 3).reshape(-1, pool * pool)
-        expect = torch.cat([win + f * p for f in range(frames)])
+    def _check_pooling(self, video_token_pooling: torch.Tensor, frames_per_video: list[int], pool: int) -> None:
+        """The STTS windows must be the adapter's pooling windows: regular ``pool x pool`` blocks in raster order.
+
+        Checked in the installed transformers' layout (:mod:`videoprune.models.molmo2_layout`).
+        """
+        expect = video_pooling(frames_per_video, self.hp, self.wp, pool).to(video_token_pooling.device)
         if video_token_pooling.shape != expect.shape or not torch.equal(video_token_pooling.long(), expect):
+            layout = "per-video" if pooling_is_per_video() else "global"
             raise ValueError("video_token_pooling is not the regular pool x pool window layout STTS scores "
-                             f"(pool={pool}, {self.hp}x{self.wp} patches per frame); set STTSConfig.pool to the "
-                             "processor's pooling_size")
+                             f"(pool={pool}, {self.hp}x{self.wp} patches per frame, {layout} indices as the installed "
+                             "transformers expects); set STTSConfig.pool to the processor's pooling_size")
 
     def encode(self, handle: STTSHandle, pixel_values_videos: torch.Tensor, video_token_pooling: torch.Tensor,
                video_grids: torch.Tensor):
@@ -123,7 +123,7 @@ class Molmo2STTS:
             if (rows, cols) != (self.hp // pool, self.wp // pool):
                 raise ValueError(f"video_grids row {(t, rows, cols)} does not match {self.hp // pool}x{self.wp // pool} "
                                  f"pooled tokens per frame (pool={pool})")
-        self._check_pooling(video_token_pooling, n_frames, pool)
+        self._check_pooling(video_token_pooling, frames_per_video, pool)
         training = self.inner.training
         prune = cfg.ratio > 0
 
@@ -160,10 +160,14 @@ class Molmo2STTS:
             keep_tokens = torch.cat([s.keep_flat for s in sels]).to(x.device)
 
         features = torch.cat([taps[k] for k in self.taps], dim=-1)
-        pooling = video_token_pooling if keep_tokens is None else video_token_pooling[keep_tokens.to(video_token_pooling.device)]
+        per_frame = (self.hp // pool) * (self.wp // pool)
+        pooling = to_global(video_token_pooling, [t * per_frame for t in frames_per_video],
+                            [t * p for t in frames_per_video])  # the projector pools all videos' patches at once
+        if keep_tokens is not None:
+            pooling = pooling[keep_tokens.to(pooling.device)]
         pooled = self.inner.multi_modal_projector(features, pooling).last_hidden_state
         if keep_tokens is None:
-            counts = [t * (self.hp // pool) * (self.wp // pool) for t in frames_per_video]
+            counts = [t * per_frame for t in frames_per_video]
             keeps = [torch.ones(n, dtype=torch.bool, device=pooled.device) for n in counts]
         else:
             keeps = [s.keep_flat.to(pooled.device) for s in sels]
@@ -194,8 +198,7 @@ class Molmo2STTS:
             call.update(call.pop("kwargs", None) or {})
             if not handle.enabled:
                 return inner_fwd(**call)
-            cache = call.get("past_key_values")
-            past = int(cache.get_seq_length()) if cache is not None else 0
+            past = cached_length(call)
             if past == 0:
                 handle._state = None
                 return inner_fwd(**self._prefill(handle, call))
