@@ -48,12 +48,16 @@ quickstart: $(STAMP)
 	$(PY) examples/quickstart.py
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow and not docs" -q
+
+# Every code block of README.md and docs/, run as written with the venv active (a few minutes).
+test-docs: $(STAMP)
+	$(PY) -m pytest -m docs -q -p no:cacheprovider tests/docs
 
 # The same suite on the newest allowed releases; the first line names the versions under test.
 test-newest: $(NEWEST_STAMP)
 	@$(NEWEST)/bin/python -c 'import torch, transformers; print(f"test-newest: torch {torch.__version__}, transformers {transformers.__version__}")'
-	$(NEWEST)/bin/python -m pytest -m "not slow" -q -p no:cacheprovider
+	$(NEWEST)/bin/python -m pytest -m "not slow and not docs" -q -p no:cacheprovider
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q
