@@ -2,12 +2,17 @@
 
 With no ``--model`` the embedded default model answers (a small Qwen2.5-VL-architecture model
 trained on the synthetic temporal video-QA; it knows only that task's words). Any supported
-hub id or local checkpoint works too. Time-to-first-token is measured with and without pruning
-in the same process, each after a discarded warm-up run.
+hub id or local checkpoint works too (see :func:`videoprune.hub.resolve`); a checkpoint exported
+by ``videoprune train`` is pruned at the rate recorded in its config unless ``rate`` is given.
+Time-to-first-token is measured with and without pruning in the same process, the runs
+interleaved so that load from other processes hits both alike, and reported with their spread
+and the torch thread count: at the few hundred video tokens of the embedded model it measures
+per-call overhead, not pruning (``videoprune bench speed`` measures that).
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -16,6 +21,9 @@ import torch
 __all__ = ["AskConfig", "AskResult", "ask", "format_answer", "ASK_METHODS"]
 
 ASK_METHODS = ("evs", "evs-pixel", "evs-pre", "random", "stts", "none")
+DEFAULT_RATE = 0.75
+#: below this many video tokens a TTFT difference is per-call overhead, not pruning
+OVERHEAD_TOKENS = 1024
 
 
 @dataclass
@@ -24,12 +32,15 @@ class AskConfig:
 
     model: str = field(default="default", metadata={"help": "checkpoint path or hub id ('default' = the embedded model)"})
     method: str = field(default="evs", metadata={"help": "pruning method", "choices": ASK_METHODS})
-    rate: float | None = field(default=None, metadata={"help": "pruning rate in [0, 1) (default 0.75; exclusive with --threshold)"})
+    rate: float | None = field(default=None, metadata={"help": (
+        "pruning rate in [0, 1), exclusive with --threshold (default: the video_pruning_rate a `videoprune train` "
+        f"export records in its config when above 0, else {DEFAULT_RATE})")})
     threshold: float | None = field(default=None, metadata={"help": "EVS threshold mode instead of a rate"})
     num_frames: int | None = field(default=None, metadata={"help": "frames to sample (default: the model's)"})
     max_new_tokens: int = field(default=8, metadata={"help": "longest answer generated"})
     scorer: str = field(default="default", metadata={"help": "method stts: scorer weights ('default' = shipped with the model)"})
-    timing_runs: int = field(default=3, metadata={"help": "timed TTFT runs per setting (median), after one warm-up"})
+    timing_runs: int = field(default=5, metadata={"help": "timed TTFT runs per setting, unpruned and pruned "
+                                                          "interleaved, after one discarded run of each"})
 
     def __post_init__(self):
         if self.method not in ASK_METHODS:
@@ -46,6 +57,12 @@ class AskConfig:
 
 @dataclass
 class AskResult:
+    """What :func:`ask` found. Times in seconds; ``ttft_*_s`` is the median of ``ttft_*_runs_s``.
+
+    ``rate_source``: where ``rate`` came from: ``"given"``, ``"model config"`` (the export's
+    ``video_pruning_rate``) or ``"default"``; ``threads``: torch's CPU thread count while timing.
+    """
+
     answer: str
     answer_unpruned: str
     tokens_before: int
@@ -55,10 +72,21 @@ class AskResult:
     ttft_pruned_s: float
     method: str
     model: str
+    rate: float | None = None
+    rate_source: str = "default"
+    ttft_unpruned_runs_s: list[float] = field(default_factory=list)
+    ttft_pruned_runs_s: list[float] = field(default_factory=list)
+    threads: int = 0
 
     @property
     def speedup(self) -> float:
         return self.ttft_unpruned_s / self.ttft_pruned_s
+
+    @property
+    def ttft_separable(self) -> bool:
+        """True when every pruned run beat every unpruned one, or the reverse (the ranges do not overlap)."""
+        u, p = self.ttft_unpruned_runs_s, self.ttft_pruned_runs_s
+        return bool(u and p) and (max(p) < min(u) or max(u) < min(p))
 
     def to_json(self) -> dict:
         d = dict(self.__dict__)
@@ -66,10 +94,21 @@ class AskResult:
         return d
 
 
-def _prune_config(cfg: AskConfig, bundle):
+def _rate(cfg: AskConfig, model) -> tuple[float | None, str]:
+    """(rate, where it came from); rate None in threshold mode."""
+    if cfg.threshold is not None:
+        return None, "given"
+    if cfg.rate is not None:
+        return cfg.rate, "given"
+    exported = getattr(model.config, "video_pruning_rate", None)
+    if isinstance(exported, (int, float)) and 0.0 < exported < 1.0:  # 0 = trained unpruned: nothing to show
+        return float(exported), "model config"
+    return DEFAULT_RATE, "default"
+
+
+def _prune_config(cfg: AskConfig, bundle, rate: float | None):
     from . import EVSConfig
 
-    rate = 0.75 if cfg.rate is None and cfg.threshold is None else cfg.rate
     if cfg.method == "none":
         return None
     if cfg.method == "stts":
@@ -89,20 +128,20 @@ def _generate(model, inputs, max_new_tokens: int, eos: int | None) -> torch.Tens
         return model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos)
 
 
-def _ttft(model, inputs, runs: int) -> float:
-    """Median seconds of prefill + first token (one greedy token through generate), after a warm-up."""
+def _ttft_once(model, inputs) -> float:
+    """Seconds of prefill + first token: one greedy token through generate."""
+    t0 = time.perf_counter()
     _generate(model, inputs, 1, None)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        _generate(model, inputs, 1, None)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
+    return time.perf_counter() - t0
 
 
 def ask(video, question: str, cfg: AskConfig | None = None) -> AskResult:
-    """Answer ``question`` about ``video`` (path or frames) with and without pruning."""
+    """Answer ``question`` about ``video`` (path or frames) with and without pruning.
+
+    The two answers are generated first (they are also each setting's discarded warm-up run);
+    then ``cfg.timing_runs`` rounds each time one unpruned and one pruned TTFT, the model
+    patched and unpatched around each pruned run.
+    """
     import videoprune
 
     from .bundle import load_bundle
@@ -122,38 +161,64 @@ def ask(video, question: str, cfg: AskConfig | None = None) -> AskResult:
         return tok.decode(out[0, prompt_len:], skip_special_tokens=True).strip()
 
     answer_unpruned = decode(_generate(model, inputs, cfg.max_new_tokens, eos))
-    ttft_unpruned = _ttft(model, inputs, cfg.timing_runs)
     n_video = int((inputs["input_ids"] == model.config.video_token_id).sum())
-    prune_cfg = _prune_config(cfg, bundle)
+    rate, source = _rate(cfg, model)
+    prune_cfg = _prune_config(cfg, bundle, rate)
+    threads = torch.get_num_threads()
     if prune_cfg is None:
-        return AskResult(answer_unpruned, answer_unpruned, n_video, n_video, [], ttft_unpruned, ttft_unpruned,
-                         cfg.method, bundle.path)
+        runs = [_ttft_once(model, inputs) for _ in range(cfg.timing_runs)]
+        t = statistics.median(runs)
+        return AskResult(answer_unpruned, answer_unpruned, n_video, n_video, [], t, t, cfg.method, bundle.path,
+                         None, source, runs, runs, threads)
     handle = videoprune.patch(model, prune_cfg)
     try:
         answer = decode(_generate(model, inputs, cfg.max_new_tokens, eos))
         stats = handle.stats
-        ttft_pruned = _ttft(model, inputs, cfg.timing_runs)
     finally:
         handle.remove()
+    unpruned, pruned = [], []
+    for _ in range(cfg.timing_runs):  # interleaved: a burst of load elsewhere hits both settings
+        unpruned.append(_ttft_once(model, inputs))
+        handle = videoprune.patch(model, prune_cfg)
+        try:
+            pruned.append(_ttft_once(model, inputs))
+        finally:
+            handle.remove()
     video_stats = stats.videos[0]
     return AskResult(answer, answer_unpruned, video_stats.tokens_before, video_stats.tokens_after,
-                     list(video_stats.kept_per_frame), ttft_unpruned, ttft_pruned, cfg.method, bundle.path)
+                     list(video_stats.kept_per_frame), statistics.median(unpruned), statistics.median(pruned),
+                     cfg.method, bundle.path, rate, source, unpruned, pruned, threads)
+
+
+_SOURCES = {"given": "as given", "model config": "from the model's config", "default": "by default"}
+
+
+def _ms(runs: list[float]) -> str:
+    return f"{statistics.median(runs) * 1e3:.1f} ms ({min(runs) * 1e3:.1f}-{max(runs) * 1e3:.1f})"
 
 
 def format_answer(r: AskResult) -> str:
-    """A short human-readable report."""
+    """A short human-readable report; TTFT as median (min-max) of the timed runs, never a bare ratio."""
     lines = [f"answer        {r.answer}"]
     if r.answer != r.answer_unpruned:
         lines.append(f"unpruned      {r.answer_unpruned}   (the unpruned model answers differently)")
+    runs = f"median (min-max) of {len(r.ttft_unpruned_runs_s)} runs each, {r.threads} threads"
     if r.kept_per_frame:
         kept = r.tokens_after / r.tokens_before
+        setting = f"rate {r.rate:g} {_SOURCES.get(r.rate_source, r.rate_source)}" if r.rate is not None else "threshold mode"
         lines += [
-            f"video tokens  {r.tokens_before} -> {r.tokens_after} ({kept:.0%} kept, method {r.method})",
+            f"video tokens  {r.tokens_before} -> {r.tokens_after} ({kept:.0%} kept; method {r.method}, {setting})",
             f"kept/slice    {', '.join(map(str, r.kept_per_frame))}",
-            f"TTFT          {r.ttft_unpruned_s * 1e3:.1f} ms unpruned -> {r.ttft_pruned_s * 1e3:.1f} ms pruned "
-            f"({r.speedup:.2f}x, median of timed runs after a warm-up)",
+            f"TTFT          {_ms(r.ttft_unpruned_runs_s)} unpruned -> {_ms(r.ttft_pruned_runs_s)} pruned; {runs}",
         ]
+        if r.tokens_before < OVERHEAD_TOKENS:
+            lines.append(f"              at {r.tokens_before} video tokens this measures per-call overhead, not pruning "
+                         "(see `videoprune bench speed`)")
+        elif not r.ttft_separable:
+            lines.append("              the two ranges overlap: no TTFT difference measurable in this run")
+        else:
+            lines.append(f"              {r.speedup:.2f}x (unpruned median / pruned median; the ranges do not overlap)")
     else:
-        lines.append(f"video tokens  {r.tokens_before} (no pruning); TTFT {r.ttft_unpruned_s * 1e3:.1f} ms")
+        lines.append(f"video tokens  {r.tokens_before} (no pruning); TTFT {_ms(r.ttft_unpruned_runs_s)}; {runs}")
     lines.append(f"model         {r.model}")
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 
 ``load_bundle("default")`` is the small Qwen2.5-VL-architecture model embedded in the package
 (trained on the synthetic temporal video-QA); any other argument is a local checkpoint path or
-a hub id passed to ``from_pretrained``. A checkpoint folder may hold ``videoprune.json`` with
+a hub id, resolved by :func:`videoprune.hub.resolve` (fails at once when it cannot load) and
+passed to ``from_pretrained``. A checkpoint folder may hold ``videoprune.json`` with
 the preprocessing it was trained with (family, frames, fps, pixel budget, system prompt);
 without it, the family's defaults apply.
 """
@@ -16,10 +17,10 @@ from typing import Any
 
 import torch
 
+from .hub import ASSETS, EMBEDDED, resolve
+
 __all__ = ["ASSETS", "EMBEDDED", "SPEC_FILE", "ModelBundle", "load_bundle", "sample_question", "sample_video"]
 
-ASSETS = Path(__file__).parent / "assets"
-EMBEDDED = {"default": ASSETS / "default", "default-uptrained": ASSETS / "default-uptrained"}
 SPEC_FILE = "videoprune.json"
 SAMPLE_VIDEO = ASSETS / "sample.mp4"
 SAMPLE_JSON = ASSETS / "sample.json"  # the sample clip's question, answer and scene description
@@ -118,15 +119,12 @@ def load_bundle(name_or_path: str = "default", dtype: torch.dtype | None = None,
 
     Args:
         name_or_path: ``"default"`` / ``"default-uptrained"`` (embedded), a local checkpoint
-            folder, or a hub id (needs network access the first time).
+            folder, or a hub id (needs the hub the first time; see :func:`videoprune.hub.resolve`).
         dtype, device: passed to ``from_pretrained`` / ``.to``.
     """
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
-    path = EMBEDDED.get(name_or_path, name_or_path)
-    if name_or_path in EMBEDDED and not Path(path, "config.json").exists():
-        raise FileNotFoundError(f"the embedded model {name_or_path!r} is not in this installation ({path}); "
-                                "pass --model ID_OR_PATH (a hub id or a local checkpoint)")
+    path = resolve(name_or_path)
     local = Path(path)
     spec = json.loads((local / SPEC_FILE).read_text()) if (local / SPEC_FILE).exists() else {}
     kwargs = {"dtype": dtype} if dtype is not None else {}

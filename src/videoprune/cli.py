@@ -1,4 +1,9 @@
-"""`videoprune` command line: one function pair per subcommand, flags built from the config dataclasses."""
+"""`videoprune` command line: one function pair per subcommand, flags built from the config dataclasses.
+
+Only the subcommand being run has its flags built (that imports its config module), so
+``videoprune --help`` imports neither torch nor transformers. ``--debug`` / ``--progress`` are
+accepted at every level (``videoprune --debug bench speed`` = ``videoprune bench speed --debug``).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,92 @@ import json
 import sys
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-__all__ = ["main", "SUBCOMMANDS", "add_config_args", "config_from_args"]
+__all__ = ["main", "build_parser", "SUBCOMMANDS", "add_config_args", "config_from_args"]
+
+
+# --------------------------------------------------------------------------------------------
+# parser pieces shared by every level
+# --------------------------------------------------------------------------------------------
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to each option whose help does not already say its default.
+
+    Options with no meaningful default (None, switches that are off, suppressed) are left as
+    they are; :func:`add_config_args` writes the dataclass defaults into the help text itself.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (not action.option_strings or _states_default(text) or action.default in (None, False)
+                or action.default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _states_default(help_text: str) -> bool:
+    """The help already says its default ("... (default 0.75)", "default: the model's")."""
+    return "(default" in help_text or "default:" in help_text
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (the usage of a big subcommand is many)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _add_common_flags(p: argparse.ArgumentParser, top: bool) -> None:
+    """``--debug`` and ``--progress``; below the top level they default to SUPPRESS so a flag given
+    higher up (``videoprune --debug ask ...``) is not reset by a subparser's own default."""
+    default = False if top else argparse.SUPPRESS
+    p.add_argument("--debug", action="store_true", default=default, help="show full tracebacks on errors")
+    p.add_argument("--progress", action="store_true", default=default,
+                   help="show progress bars even when stderr is not a terminal")
+
+
+def _version() -> str:
+    from importlib import metadata  # noqa: PLC0415
+
+    try:
+        return metadata.version("videoprune")
+    except metadata.PackageNotFoundError:
+        from . import __version__  # noqa: PLC0415
+
+        return __version__
+
+
+def _wanted(argv: Sequence[str] | None) -> str | None:
+    """The first word of ``argv`` that is not an option: the subcommand to build (None: all of them)."""
+    if argv is None:
+        return None
+    return next((a for a in argv if not a.startswith("-")), "")
+
+
+def add_commands(parser: argparse.ArgumentParser, table: dict, dest: str, argv: Sequence[str] | None = None,
+                 with_argv: bool = False) -> None:
+    """One subparser per entry ``name -> (help, add_flags, run)`` of ``table``.
+
+    With ``argv`` (the words after ``parser``'s own), only the subcommand named there gets its
+    flags built; the others stay bare (building flags imports their config modules, which
+    import torch, and they are not parsed anyway). ``with_argv``: call ``add_flags(p, rest)``
+    with the words after the subcommand (None when building all), for nested subcommands.
+    """
+    sub = parser.add_subparsers(dest=dest, metavar=dest.upper())
+    wanted = _wanted(argv)
+    for name, (help_text, add_flags, _) in table.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_parser=p)  # the innermost parser chosen, for printing its help
+        if wanted is None or wanted == name:
+            if with_argv:
+                add_flags(p, None if argv is None else argv[argv.index(name) + 1:])
+            else:
+                add_flags(p)
+        _add_common_flags(p, top=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -24,22 +112,37 @@ def _base_type(cls, f: dataclasses.Field):
     return hint
 
 
+def _help_with_default(f: dataclasses.Field, kind) -> str:
+    text = f.metadata.get("help") or ""
+    if kind is bool or _states_default(text) or f.default is dataclasses.MISSING:
+        return text
+    shown = "none" if f.default is None else f.default
+    return f"{text} (default: {shown})".strip()
+
+
 def add_config_args(parser: argparse.ArgumentParser, cls, prefix: str = "") -> None:
     """Add one flag per field of dataclass ``cls`` (help from ``field.metadata["help"]``).
 
     The flag is ``metadata["flag"]`` or ``--<prefix><name with dashes>``; bools become switches;
-    the parsed value lands in ``args.<prefix><name>``; defaults stay the dataclass's.
+    ``metadata["choices"]`` are listed in the usage; the parsed value lands in
+    ``args.<prefix><name>``; unset flags parse to None so the dataclass keeps its default, which
+    the help text states. A ``str`` field whose default is ``""`` is a required flag (argparse
+    then names every missing one in one error).
     """
     for f in dataclasses.fields(cls):
         flag = f.metadata.get("flag", "--" + (prefix + f.name).replace("_", "-"))
         kind = _base_type(cls, f)
-        kwargs = {"dest": prefix + f.name, "default": None, "help": f.metadata.get("help")}
+        kwargs = {"dest": prefix + f.name, "default": None, "help": _help_with_default(f, kind)}
         if kind is bool:
             parser.add_argument(flag, action="store_true", **kwargs)
             continue
+        if kind is str and f.default == "":
+            kwargs["required"] = True
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
-        parser.add_argument(flag, type=kind, metavar=f.name.upper(), **kwargs)
+        else:
+            kwargs["metavar"] = f.name.upper()
+        parser.add_argument(flag, type=kind, **kwargs)
 
 
 def config_from_args(cls, args: argparse.Namespace, prefix: str = ""):
@@ -97,23 +200,21 @@ def _train_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_parser(p: argparse.ArgumentParser) -> None:
+def _bench_parser(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> None:
     from .bench import BENCHES  # noqa: PLC0415
 
-    sub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    for name, (help_text, add_flags, _) in BENCHES.items():
-        add_flags(sub.add_parser(name, help=help_text, description=help_text))
+    add_commands(p, BENCHES, "bench", argv)
 
 
 def _bench_run(args: argparse.Namespace) -> int:
     from .bench import BENCHES  # noqa: PLC0415
 
+    if args.bench is None:  # bare `videoprune bench`: the list of benchmarks
+        args._parser.print_help()
+        return 0
     return BENCHES[args.bench][2](args)
 
 
-Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
-
-# name -> (one-line help, add flags, run). Adding a subcommand is adding an entry here.
 # --------------------------------------------------------------------------------------------
 # ask
 # --------------------------------------------------------------------------------------------
@@ -131,11 +232,16 @@ def _ask_parser(p: argparse.ArgumentParser) -> None:
 def _ask_run(args: argparse.Namespace) -> int:
     from .ask import AskConfig, ask, format_answer  # noqa: PLC0415
     from .bundle import sample_question, sample_video  # noqa: PLC0415
+    from .hub import is_embedded  # noqa: PLC0415
 
     cfg = config_from_args(AskConfig, args)
     if args.video is None:
         args.video, args.question = sample_video(), args.question or sample_question()
         print(f"video         {args.video} (bundled sample)\nquestion      {args.question}", file=sys.stderr)
+    elif is_embedded(cfg.model) and not _same_file(args.video, sample_video()):
+        print(f"note: the embedded model {cfg.model!r} knows only the synthetic temporal video-QA it was trained on "
+              f"(clips like the bundled sample, questions like {sample_question()!r}); on other videos its answer "
+              "is a guess from that task's words. Pass --model ID_OR_PATH for a real VLM.", file=sys.stderr)
     if args.question is None:
         raise ValueError("give a question after the video")
     result = ask(args.video, args.question, cfg)
@@ -143,32 +249,52 @@ def _ask_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _same_file(a: str, b: str) -> bool:
+    import os  # noqa: PLC0415
+
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+Subcommand = tuple[str, Callable[..., None], Callable[[argparse.Namespace], int]]
+
+# name -> (one-line help, add flags, run). Adding a subcommand is adding an entry here. add_flags
+# gets the parser and, as its second argument, the words after the subcommand (None: build all).
 SUBCOMMANDS: dict[str, Subcommand] = {
     "analyze": ("show which video tokens EVS keeps: summary, PNG contact sheet, JSON report",
-                _analyze_parser, _analyze_run),
+                lambda p, argv: _analyze_parser(p), _analyze_run),
     "train": ("fine-tune a video VLM with pruning on (EVS uptraining; torchrun for DDP/FSDP) and export it",
-              _train_parser, _train_run),
+              lambda p, argv: _train_parser(p), _train_run),
     "ask": ("answer a question about a video with a pruned VLM (default: the embedded model) and show the savings",
-            _ask_parser, _ask_run),
+            lambda p, argv: _ask_parser(p), _ask_run),
     "bench": ("benchmarks: 'bench speed' (TTFT, prefill, decode, memory) and 'bench accuracy' (accuracy vs kept tokens)",
               _bench_parser, _bench_run),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="videoprune", description="Prune temporally redundant video tokens.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (help_text, add_flags, _) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        add_flags(p)
-        p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-        p.add_argument("--progress", action="store_true", help="show progress bars even when stderr is not a terminal")
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``videoprune`` parser; given the ``argv`` it will parse, only the chosen subcommand gets its flags."""
+    parser = Parser(prog="videoprune", description="Prune temporally redundant video tokens.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _add_common_flags(parser, top=True)
+    add_commands(parser, SUBCOMMANDS, "command", None if argv is None else list(argv), with_argv=True)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``videoprune`` script; returns the exit status (0 ok, 1 bad input, 130 interrupted)."""
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``videoprune`` script; returns the exit status.
+
+    0 ok (a bare ``videoprune`` prints the help and exits 0), 1 bad input at run time,
+    2 bad flags (one line from argparse), 130 interrupted.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
     run = SUBCOMMANDS[args.command][2]
     try:
         return run(args)

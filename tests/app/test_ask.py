@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -63,3 +64,60 @@ def test_ask_bad_input_is_one_line(tiny_bundle, clip, capsys, args, match):
     assert main(["ask", *args, "--model", tiny_bundle]) == 1
     err = capsys.readouterr().err.strip()
     assert match in err and "\n" not in err and "Traceback" not in err
+
+
+EXPORTED_RATE = 0.5
+
+
+@pytest.fixture(scope="module")
+def export(tiny_bundle, tmp_path_factory):
+    """The tiny model as `videoprune train` exports it: config.json records the serving rate."""
+    import shutil
+
+    path = tmp_path_factory.mktemp("export") / "export"
+    shutil.copytree(tiny_bundle, path)
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "video_pruning_rate": EXPORTED_RATE}))
+    return str(path)
+
+
+def test_an_export_is_pruned_at_its_recorded_rate(export, clip):
+    r = ask(*clip, AskConfig(model=export, timing_runs=1, max_new_tokens=1))
+    assert (r.rate, r.rate_source) == (EXPORTED_RATE, "model config")
+    assert r.tokens_after == retained_count(TOKENS_PER_SLICE, SLICES, EXPORTED_RATE)
+
+
+def test_a_given_rate_overrides_the_recorded_one(export, clip):
+    r = ask(*clip, AskConfig(model=export, rate=0.75, timing_runs=1, max_new_tokens=1))
+    assert (r.rate, r.rate_source) == (0.75, "given")
+    assert r.tokens_after == retained_count(TOKENS_PER_SLICE, SLICES, 0.75)
+
+
+def test_ttft_runs_are_timed_interleaved_per_setting(tiny_bundle, clip):
+    r = ask(*clip, AskConfig(model=tiny_bundle, timing_runs=3, max_new_tokens=1))
+    assert len(r.ttft_unpruned_runs_s) == len(r.ttft_pruned_runs_s) == 3 and r.threads >= 1
+
+
+def result(tokens: int, unpruned_ms: list[float], pruned_ms: list[float]):
+    from videoprune.ask import AskResult
+
+    u, p = [t / 1e3 for t in unpruned_ms], [t / 1e3 for t in pruned_ms]
+    return AskResult("a", "a", tokens, tokens // 4, [tokens // 4], sorted(u)[len(u) // 2], sorted(p)[len(p) // 2],
+                     "evs", "m", 0.75, "given", u, p, 4)
+
+
+def test_small_videos_say_ttft_measures_overhead_with_spread_and_threads():
+    text = format_answer(result(128, [20, 22, 30], [19, 21, 40]))
+    assert "22.0 ms (20.0-30.0) unpruned -> 21.0 ms (19.0-40.0) pruned" in text and "4 threads" in text
+    assert "at 128 video tokens this measures per-call overhead, not pruning" in text
+    assert re.search(r"\d\.\d+x", text) is None  # no ratio
+
+
+def test_overlapping_ranges_give_no_ratio():
+    text = format_answer(result(4096, [200, 220, 300], [190, 210, 250]))
+    assert "no TTFT difference measurable" in text and re.search(r"\d\.\d+x", text) is None
+
+
+def test_separate_ranges_give_the_ratio_of_medians():
+    text = format_answer(result(4096, [400, 420, 450], [100, 105, 110]))
+    assert "4.00x (unpruned median / pruned median" in text

@@ -254,8 +254,15 @@ def build_model(arch: dict[str, Any], dtype=None, device: str = "cpu", seed: int
 
 
 def load_model(path_or_id: str, dtype=None, device: str = "cpu"):
-    """Load a user's checkpoint (local path or Hub id) with ``AutoModelForImageTextToText.from_pretrained``."""
+    """Load a user's checkpoint with ``AutoModelForImageTextToText.from_pretrained``.
+
+    ``path_or_id``: a local path, a Hub id or ``default`` / ``default-uptrained`` (the embedded
+    models), resolved by :func:`videoprune.hub.resolve` (a missing path or an unreachable,
+    uncached Hub id fails at once).
+    """
     from transformers import AutoModelForImageTextToText
 
-    model = AutoModelForImageTextToText.from_pretrained(path_or_id, dtype=dtype)
+    from ..hub import resolve
+
+    model = AutoModelForImageTextToText.from_pretrained(resolve(path_or_id), dtype=dtype)
     return model.to(device).eval()

@@ -33,7 +33,8 @@ class TrainConfig:
 
     data: str = field(default="", metadata=_h("training JSONL: one {video, question, answer[, timestamps]} per "
                                               "line; video paths relative to the JSONL file"))
-    model: str = field(default="", metadata=_h("HF checkpoint path or hub id (from_pretrained), or a built-in "
+    model: str = field(default="", metadata=_h("HF checkpoint path or hub id (from_pretrained), 'default' / "
+                                               "'default-uptrained' (the embedded models), or a built-in "
                                                f"tiny random model: {', '.join(TINY_MODELS)}"))
     output_dir: str = field(default="", metadata=_h("where checkpoints, logs (CSV, TensorBoard) and the export go"))
     tokenizer: str | None = field(default=None, metadata=_h("tokenizer path/id (default: the model's)"))

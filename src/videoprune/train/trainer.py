@@ -126,9 +126,12 @@ def _load(cfg: TrainConfig, log):
         return model, tok, None
     from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
+    from ..hub import resolve
+
+    path = resolve(cfg.model)  # 'default' -> the embedded model; fails at once, not after hub retries
+    source = resolve(cfg.tokenizer, what="tokenizer") if cfg.tokenizer else path
     extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
-    model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=torch.float32, **extra)
-    source = cfg.tokenizer or cfg.model
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32, **extra)
     try:
         processor = AutoProcessor.from_pretrained(source)
         tok = getattr(processor, "tokenizer", processor)

@@ -2,7 +2,8 @@
 
 Pixel criterion (default, offline, no model): the clip is preprocessed as for Qwen2-VL (14 px
 patches, 2x2 merge, temporal patch 2) and :func:`videoprune.core.pixel_retention_mask` decides per
-LLM token. Embedding criterion: a Qwen-family model is loaded with ``from_pretrained``, its
+LLM token. Embedding criterion: a Qwen-family model (``--model``: a path, a hub id or ``default``,
+resolved by :func:`videoprune.hub.resolve`) is loaded with ``from_pretrained``, its
 ``get_video_features`` gives the LLM-side features and :func:`videoprune.core.retention_mask`
 (or :func:`~videoprune.core.threshold_mask`) decides.
 
@@ -45,7 +46,8 @@ class AnalyzeConfig:
         metadata={"help": "pixel (offline, default) or embedding (needs --model)", "choices": CRITERIA},
     )
     model: str | None = field(
-        default=None, metadata={"help": "HF model id or local path (Qwen2/2.5/3-VL) for --criterion embedding"}
+        default=None, metadata={"help": "HF model id, local path (Qwen2/2.5/3-VL) or 'default' / 'default-uptrained' "
+                                        "(the embedded models) for --criterion embedding"}
     )
     out: str = field(default="videoprune-analyze", metadata={"help": "folder for the PNG and JSON report"})
 
@@ -140,14 +142,17 @@ def _load_model(model_id: str):
         from transformers import AutoConfig, AutoModelForImageTextToText  # noqa: PLC0415
     except ImportError as e:  # pragma: no cover
         raise ImportError("--criterion embedding needs transformers: pip install 'videoprune[hf]'") from e
+    from ..hub import resolve  # noqa: PLC0415
+
+    path = resolve(model_id)  # 'default' -> the embedded model; a bad path or an unreachable hub fails at once
     try:
-        config = AutoConfig.from_pretrained(model_id)
+        config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot load model {model_id!r}: {str(e).splitlines()[0]}") from e
     spec = get_family(config.model_type)  # ValueError for unknown families
     if spec.layout != "patches":
         raise ValueError(f"--criterion embedding supports the Qwen families, not {spec.name}")
-    model = AutoModelForImageTextToText.from_pretrained(model_id, config=config)
+    model = AutoModelForImageTextToText.from_pretrained(path, config=config)
     model.eval()
     return model, spec
 
