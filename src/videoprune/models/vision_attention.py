@@ -34,6 +34,8 @@ were read in the 5.23 and 5.25 sources of the three families (identical attentio
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +60,7 @@ _QWEN_TOWERS = ("Qwen2VisionTransformerPretrainedModel", "Qwen2_5_VisionTransfor
 _NOTHING_TO_DO = ("molmo2",)
 
 
+@functools.lru_cache(maxsize=1)
 def _varlen_fn():
     try:
         from torch.nn.attention.varlen import varlen_attn
@@ -66,16 +69,28 @@ def _varlen_fn():
     return varlen_attn
 
 
+@functools.lru_cache(maxsize=1)
+def _varlen_params() -> frozenset[str]:
+    """Keyword arguments this torch's ``varlen_attn`` takes (its signature changed across releases)."""
+    try:
+        return frozenset(inspect.signature(_varlen_fn()).parameters)
+    except (TypeError, ValueError):
+        return frozenset()
+
+
 def varlen_available(device: torch.device | str | None = None) -> bool:
     """True when ``varlen_attn`` exists in this torch and ``device`` (default: CUDA) is a CUDA device."""
     dev = torch.device("cuda" if device is None else device)
     return dev.type == "cuda" and torch.cuda.is_available() and _varlen_fn() is not None
 
 
-def _use_varlen(q: torch.Tensor, k: torch.Tensor, key_bias, dropout: float, is_causal: bool) -> bool:
-    return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and key_bias is None and dropout == 0.0
+def _use_varlen(q: torch.Tensor, k: torch.Tensor, key_bias, dropout: float, is_causal: bool, scale, gqa) -> bool:
+    if not (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and key_bias is None and dropout == 0.0
             and not is_causal and q.shape[-1] <= 256 and q.shape[-1] % 8 == 0 and k.shape[-1] == q.shape[-1]
-            and _varlen_fn() is not None)
+            and _varlen_fn() is not None):
+        return False
+    params = _varlen_params()
+    return (scale is None or "scale" in params) and (not gqa or "enable_gqa" in params)
 
 
 def _lengths(cu: torch.Tensor) -> list[int]:
@@ -106,7 +121,10 @@ def segment_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
     """
     cu_k = cu_seqlens_q if cu_seqlens_k is None else cu_seqlens_k
     gqa = key.shape[0] != query.shape[0]
-    if prefer_varlen and _use_varlen(query, key, key_bias, dropout, is_causal):
+    vscale = scale  # the default scale is left out: torch builds whose varlen_attn takes no `scale` still apply
+    if vscale is not None and abs(float(vscale) - query.shape[-1] ** -0.5) <= 1e-12 * float(vscale):
+        vscale = None
+    if prefer_varlen and _use_varlen(query, key, key_bias, dropout, is_causal, vscale, gqa):
         varlen_attn = _varlen_fn()
         cu_q32 = cu_seqlens_q.to(device=query.device, dtype=torch.int32)
         cu_k32 = cu_k.to(device=query.device, dtype=torch.int32)
@@ -115,7 +133,10 @@ def segment_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
         q, k, v = (t.transpose(0, 1) for t in (query, key, value))  # (S, H, D) views, last dim contiguous
         if any(t.stride(-1) != 1 for t in (q, k, v)):
             q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        out = varlen_attn(q, k, v, cu_q32, cu_k32, mq, mk, scale=scale, enable_gqa=gqa)
+        extra = {"scale": vscale} if vscale is not None else {}
+        if gqa:
+            extra["enable_gqa"] = True
+        out = varlen_attn(q, k, v, cu_q32, cu_k32, mq, mk, **extra)
         return out.transpose(0, 1)
     return _batched_sdpa(query, key, value, cu_seqlens_q, cu_k, scale, key_bias, dropout, is_causal, gqa)
 
