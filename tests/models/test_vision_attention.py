@@ -38,7 +38,7 @@ def _pixels(grids, seed=0):
 
 def _tower(model, pixels, grids):
     with torch.no_grad():
-        return model.model.visual(pixels, grid_thw=torch.tensor(grids))
+        return model.model.visual(pixels, grid_thw=torch.tensor(grids, device=pixels.device))
 
 
 def _segments(lengths, seed=0, heads=2, dim=8):
@@ -133,6 +133,26 @@ def test_cuda_varlen_path_equals_batched_sdpa(dtype):
     got = segment_attention(q, k, v, cu)
     ref = segment_attention(q, k, v, cu, prefer_varlen=False)
     torch.testing.assert_close(got.float(), ref.float(), atol=2e-2, rtol=0)
+
+
+@pytest.mark.skipif(not VA.varlen_available(), reason="varlen_attn needs CUDA (and torch >= 2.9)")
+def test_cuda_bf16_tower_calls_varlen_once_per_block(monkeypatch):
+    """CUDA bf16 Qwen2.5-VL tower: one varlen_attn call per block, features close to its own SDPA run."""
+    model = B.build_model("qwen2_5_vl").to("cuda", torch.bfloat16)
+    pixels = _pixels(GRIDS).to("cuda", torch.bfloat16)
+    ref = _tower(model, pixels, GRIDS).pooler_output
+    real, calls = VA._varlen_fn(), []
+
+    @functools.wraps(real)
+    def counted(*args, **kwargs):
+        calls.append(args[3].numel() - 1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(VA, "_varlen_fn", lambda: counted)
+    with fast(model):
+        got = _tower(model, pixels, GRIDS).pooler_output
+    assert len(calls) == len(model.model.visual.blocks)
+    torch.testing.assert_close(got.float(), ref.float(), atol=5e-2, rtol=5e-2)
 
 
 # ---- switching a model ------------------------------------------------------------------------------
@@ -276,3 +296,14 @@ def test_stts_qwen25_logits_unchanged_by_fast_attention():
         with fast(model):
             on = SB.logits(model, inputs)
     torch.testing.assert_close(on, off, atol=ATOL, rtol=0)
+
+
+def test_docs_example_runs():
+    """The offline example under "Vision attention in one call per block" in docs/speed.md runs as written."""
+    import pathlib
+    import re
+
+    doc = pathlib.Path(__file__).resolve().parents[2] / "docs" / "speed.md"
+    section = doc.read_text().split("## Vision attention in one call per block", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    exec(compile(block, str(doc), "exec"), {})
