@@ -6,7 +6,11 @@ block ``k``. Both use the pieces here, which drive the model's own modules (``pa
 ``rotary_pos_emb``, ``blocks``, ``merger``) with our own segment boundaries:
 
 * attention is per temporal slice (the encoder's own ``cu_seqlens`` convention): a kept unit
-  attends to the kept units of its own slice only; a slice with nothing kept is skipped;
+  attends to the kept units of its own slice only; a slice with nothing kept is skipped. The
+  blocks use the tower's attention implementation: with SDPA transformers calls attention once
+  per segment; after :func:`videoprune.models.vision_attention.enable_fast_vision_attention`
+  each block makes one call. The STTS key-bias block always runs one SDPA call per distinct
+  segment length;
 * Qwen2.5-VL's windowed blocks partition ONLY kept units: windows are computed on the full
   grid by the model's own ``get_vision_window_index`` and then restricted to kept units;
   full-attention blocks attend within each slice's kept units;
@@ -326,9 +330,13 @@ def _block_with_key_bias(visual, blk, x, cu_seqlens, position_embeddings, key_bi
     """One vision block with an additive per-key attention bias.
 
     Same computation as ``Qwen2VLVisionBlock.forward`` / ``Qwen2_5_VLVisionBlock.forward`` with
-    their attention's SDPA path (transformers 5.23.0); the only change is the key bias.
+    their attention's SDPA path (transformers 5.23.0); the only change is the key bias. Attention
+    runs through :func:`videoprune.models.vision_attention.segment_attention`: one SDPA call per
+    distinct segment length, whatever the tower's attention implementation.
     """
     import importlib
+
+    from .vision_attention import segment_attention
 
     mod = importlib.import_module(type(blk).__module__)
     attn = blk.attn
@@ -337,16 +345,11 @@ def _block_with_key_bias(visual, blk, x, cu_seqlens, position_embeddings, key_bi
     q, k, v = attn.qkv(h).reshape(n, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
     cos, sin = position_embeddings
     q, k = mod.apply_rotary_pos_emb_vision(q, k, cos, sin)
-    q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))
-    # ---- videoprune change: per-segment SDPA with the key bias as an additive float mask ----
-    bounds = cu_seqlens.tolist()
-    outs = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        mask = key_bias[a:b].to(q.dtype).view(1, 1, 1, b - a)
-        outs.append(F.scaled_dot_product_attention(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], attn_mask=mask,
-                                                   scale=attn.scaling))
-    o = torch.cat(outs, dim=2)
+    q, k, v = (t.transpose(0, 1) for t in (q, k, v))  # (H, S, D)
+    # ---- videoprune change: SDPA within segments with the key bias as an additive float mask, ----
+    # ---- one call per distinct segment length (segments of equal length stacked as a batch)  ----
+    o = segment_attention(q, k, v, cu_seqlens, scale=attn.scaling, key_bias=key_bias)
     # ---- end videoprune change ----
-    o = attn.proj(o.transpose(1, 2).reshape(n, -1).contiguous())
+    o = attn.proj(o.transpose(0, 1).reshape(n, -1).contiguous())
     x = x + o
     return x + blk.mlp(blk.norm2(x))
