@@ -20,15 +20,17 @@ def _speed_run(args: argparse.Namespace) -> int:
     import sys
 
     from ..cli import config_from_args
-    from .speed import SpeedConfig, format_table, run_speed, write_outputs
+    from .speed import SpeedConfig, format_table, noise_warnings, run_speed, summary, write_outputs
 
     cfg = config_from_args(SpeedConfig, args)
-    report = run_speed(cfg, progress=True)
+    for warning in noise_warnings(cfg):  # before the run, so it can be stopped; also in the report
+        print(f"videoprune bench speed: warning: {warning}", file=sys.stderr)
+    report = run_speed(cfg, progress=sys.stderr.isatty() or getattr(args, "progress", False))
     json_path, png_path = write_outputs(report, cfg.out)
     print(format_table(report))
-    print(f"wrote {json_path} and {png_path}")
+    print(f"wrote {json_path} (full report) and {png_path}")
     sys.stdout.flush()
-    print(json.dumps({"results": report["results"], "machine": report["machine"], "config": report["config"]}))
+    print(json.dumps(summary(report, json_path, png_path)))
     return 0
 
 
