@@ -46,14 +46,16 @@ def _accuracy_run(args: argparse.Namespace) -> int:
     import sys
 
     from ..cli import config_from_args
-    from .accuracy import AccuracyConfig, format_table, run_accuracy
+    from .accuracy import AccuracyConfig, format_table, run_accuracy, summary
 
     cfg = config_from_args(AccuracyConfig, args)
-    summary = run_accuracy(cfg)
-    print(format_table(summary["results"]))
-    print(f"wrote {cfg.out}/accuracy.json and {cfg.out}/accuracy.png")
+    report = run_accuracy(cfg, progress=sys.stderr.isatty() or getattr(args, "progress", False))
+    print(format_table(report["results"]))
+    if report["calibration_num"]:
+        print(f"evs-threshold calibrated on {report['calibration_num']} val clips (--calibration-num)")
+    print(f"wrote {report['out']}/accuracy.json (full report) and {report['out']}/accuracy.png")
     sys.stdout.flush()
-    print(json.dumps({"results": summary["results"], "model": summary["model"], "seed": summary["seed"], "num": summary["num"]}))
+    print(json.dumps(summary(report)))
     return 0
 
 
