@@ -134,3 +134,57 @@ def test_plot_series_give_uptrained_no_unpruned_point_of_the_default_model():
     from videoprune.bench.accuracy import _series
 
     assert _series(_series_rows())["uptrained"] == [(0.125, 0.3), (0.25, 0.7), (0.5, 0.8)]
+
+
+class _RecordingBar:
+    """Stands in for tqdm: remembers its total and how far it was advanced."""
+
+    made: list[_RecordingBar] = []
+
+    def __init__(self, iterable=(), *args, total=None, desc="", **kwargs):
+        self.iterable, self.total, self.desc, self.n = iterable, total, desc, 0
+        _RecordingBar.made.append(self)
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def update(self, n=1):
+        self.n += n
+
+    def set_description(self, desc):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_progress_bar_total_is_all_the_work_it_counts(tiny_bundle, tmp_path, monkeypatch):
+    """One bar whose total is the calibration clips (once, shared by every fraction) plus each
+    (method, fraction)'s test clips, and which ends exactly there: its ETA covers the calibration."""
+    monkeypatch.setattr("tqdm.auto.tqdm", _RecordingBar)
+    _RecordingBar.made.clear()
+    cfg = AccuracyConfig(model=tiny_bundle, uptrained="none", stts_scorer="none", methods="none,evs,evs-threshold",
+                         fractions="1,0.5,0.25", num=4, calibration_num=3, batch_size=4, out=str(tmp_path / "acc"))
+    run_accuracy(cfg, progress=False)
+    (bar,) = [b for b in _RecordingBar.made if b.desc == "accuracy"]
+    evaluations = 1 + 2 + 2  # none @ 100%, evs and evs-threshold @ 50% and 25%
+    assert bar.total == bar.n == 3 + evaluations * 4
+
+
+@pytest.mark.parametrize("num, want", [(4, 4), (100, 100), (250, 100)])
+def test_calibration_clips_default_to_at_most_num(num, want):
+    """Without --calibration-num, evs-threshold calibrates on min(100, --num) val clips."""
+    assert AccuracyConfig(num=num).calibration_num == want
+    assert AccuracyConfig(num=num, calibration_num=7).calibration_num == 7
+
+
+def test_threshold_keeps_the_asked_fraction_on_average_over_clips():
+    """threshold_for_fraction's tau keeps the asked mean fraction (frame 0's +inf always kept)."""
+    from videoprune.bench.accuracy import threshold_for_fraction
+
+    inf = float("inf")
+    ds = [torch.tensor([inf, 0.1, 0.2, 0.3]), torch.tensor([inf, 0.4, 0.5, 0.6])]
+    for fraction in (0.25, 0.5, 0.75):
+        tau = threshold_for_fraction(ds, fraction)
+        kept = sum(float((d > tau).float().mean()) for d in ds) / len(ds)
+        assert kept == pytest.approx(fraction)

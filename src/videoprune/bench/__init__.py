@@ -20,15 +20,17 @@ def _speed_run(args: argparse.Namespace) -> int:
     import sys
 
     from ..cli import config_from_args
-    from .speed import SpeedConfig, format_table, run_speed, write_outputs
+    from .speed import SpeedConfig, format_table, noise_warnings, run_speed, summary, write_outputs
 
     cfg = config_from_args(SpeedConfig, args)
-    report = run_speed(cfg, progress=True)
+    for warning in noise_warnings(cfg):  # before the run, so it can be stopped; also in the report
+        print(f"videoprune bench speed: warning: {warning}", file=sys.stderr)
+    report = run_speed(cfg, progress=sys.stderr.isatty() or getattr(args, "progress", False))
     json_path, png_path = write_outputs(report, cfg.out)
     print(format_table(report))
-    print(f"wrote {json_path} and {png_path}")
+    print(f"wrote {json_path} (full report) and {png_path}")
     sys.stdout.flush()
-    print(json.dumps({"results": report["results"], "machine": report["machine"], "config": report["config"]}))
+    print(json.dumps(summary(report, json_path, png_path)))
     return 0
 
 
@@ -44,14 +46,16 @@ def _accuracy_run(args: argparse.Namespace) -> int:
     import sys
 
     from ..cli import config_from_args
-    from .accuracy import AccuracyConfig, format_table, run_accuracy
+    from .accuracy import AccuracyConfig, format_table, run_accuracy, summary
 
     cfg = config_from_args(AccuracyConfig, args)
-    summary = run_accuracy(cfg)
-    print(format_table(summary["results"]))
-    print(f"wrote {cfg.out}/accuracy.json and {cfg.out}/accuracy.png")
+    report = run_accuracy(cfg, progress=sys.stderr.isatty() or getattr(args, "progress", False))
+    print(format_table(report["results"]))
+    if report["calibration_num"]:
+        print(f"evs-threshold calibrated on {report['calibration_num']} val clips (--calibration-num)")
+    print(f"wrote {report['out']}/accuracy.json (full report) and {report['out']}/accuracy.png")
     sys.stdout.flush()
-    print(json.dumps({"results": summary["results"], "model": summary["model"], "seed": summary["seed"], "num": summary["num"]}))
+    print(json.dumps(summary(report)))
     return 0
 
 

@@ -9,15 +9,19 @@ token (greedy). Methods, each at the kept fractions asked for:
 - ``evs``: EVS rate mode, embedding criterion (what vLLM/SGLang serve).
 - ``evs-pixel``: EVS on raw pixels, after the encoder.
 - ``evs-pre``: EVS on raw pixels before the encoder (``stage="pre_encoder"``).
-- ``evs-threshold``: EVS threshold mode; the threshold for each fraction is calibrated on the
-  ``val`` split so that the mean kept fraction matches.
+- ``evs-threshold``: EVS threshold mode; the threshold for each fraction is calibrated on
+  ``--calibration-num`` clips of the ``val`` split (default ``min(100, --num)``; their features
+  are computed once for all fractions) so that the mean kept fraction matches.
 - ``random``: uniformly random tokens at EVS's budget (frame 0 whole).
 - ``uniform``: uniform frame subsampling at equal budget (fewer frames decoded).
 - ``stts``: the learned STTS scorer (needs a trained scorer).
 - ``uptrained``: an EVS-uptrained model with EVS at the same rate.
 
-The last stdout line is one JSON object with a list ``results`` of
-``{method, kept_fraction, kept_fraction_measured, accuracy, per_type, n}``.
+Outputs go to ``--out`` or, by default, a fresh ``./videoprune-out/accuracy-YYYYmmdd-HHMMSS``:
+``accuracy.json`` (the full report: ``results`` of ``{method, kept_fraction,
+kept_fraction_measured, accuracy, per_type, n}`` plus the config), ``accuracy.png`` and the
+generated clips. The CLI's last stdout line is one compact JSON object (:func:`summary`):
+``results`` of ``{method, kept_fraction, kept_fraction_measured, accuracy}`` and the report's path.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["AccuracyConfig", "METHODS", "run_accuracy", "evaluate", "read_records"]
+__all__ = ["AccuracyConfig", "METHODS", "run_accuracy", "summary", "evaluate", "read_records"]
 
 METHODS = ("none", "evs", "evs-pixel", "evs-pre", "evs-threshold", "random", "uniform", "stts", "uptrained")
 
@@ -39,22 +43,34 @@ def _csv_floats(text) -> tuple[float, ...]:
     return tuple(float(x) for x in str(text).split(",") if x.strip()) if not isinstance(text, tuple) else text
 
 
+#: most val clips evs-threshold is calibrated on by default (fewer when --num is smaller)
+CALIBRATION_MAX = 100
+
+
 @dataclass
 class AccuracyConfig:
     """Settings of the accuracy benchmark (the CLI flags are built from these fields)."""
 
-    model: str = field(default="default", metadata={"help": "model path or hub id; 'default' = the embedded model"})
+    model: str = field(default="default", metadata={
+        "help": "model path or hub id (default: 'default' = the embedded model)"})
     uptrained: str | None = field(default="default-uptrained", metadata={
-        "help": "EVS-uptrained checkpoint for method 'uptrained' ('default-uptrained' = embedded; 'none' to skip)"})
+        "help": "EVS-uptrained checkpoint for method 'uptrained' ('none' to skip) (default: 'default-uptrained' = "
+                "embedded)"})
     stts_scorer: str | None = field(default="default", metadata={
-        "help": "STTS scorer weights (safetensors) for method 'stts' ('default' = embedded; 'none' to skip)"})
-    methods: str = field(default=",".join(METHODS), metadata={"help": "comma-separated methods: " + ", ".join(METHODS)})
-    fractions: str = field(default="1,0.5,0.25,0.1", metadata={"help": "comma-separated kept-token fractions in (0, 1]"})
-    seed: int = field(default=0, metadata={"help": "seed of the generated test set (test split: never trained on)"})
-    num: int = field(default=200, metadata={"help": "number of test clips"})
-    calibration_num: int = field(default=100, metadata={"help": "val clips used to calibrate evs-threshold"})
-    batch_size: int = field(default=20, metadata={"help": "clips per forward pass"})
-    out: str = field(default="benchmarks/results/accuracy", metadata={"help": "output folder (JSON, PNG, data)"})
+        "help": "STTS scorer weights (safetensors) for method 'stts' ('none' to skip) (default: 'default' = embedded)"})
+    methods: str = field(default=",".join(METHODS), metadata={
+        "help": "comma-separated methods (default: all of " + ", ".join(METHODS) + ")"})
+    fractions: str = field(default="1,0.5,0.25,0.1", metadata={
+        "help": "comma-separated kept-token fractions in (0, 1] (default: 1,0.5,0.25,0.1)"})
+    seed: int = field(default=0, metadata={
+        "help": "seed of the generated test set (test split: never trained on) (default: 0)"})
+    num: int = field(default=200, metadata={"help": "number of test clips (default: 200)"})
+    calibration_num: int | None = field(default=None, metadata={
+        "help": f"val clips used to calibrate evs-threshold (default: min({CALIBRATION_MAX}, --num))"})
+    batch_size: int = field(default=20, metadata={"help": "clips per forward pass (default: 20)"})
+    out: str | None = field(default=None, metadata={
+        "help": "output folder for accuracy.json (the full report), accuracy.png and data/, overwriting those "
+                "(default: a fresh folder ./videoprune-out/accuracy-YYYYmmdd-HHMMSS)"})
     data_dir: str | None = field(default=None, metadata={"help": "where test clips are written (default: OUT/data)"})
 
     def __post_init__(self):
@@ -65,6 +81,9 @@ class AccuracyConfig:
         self.fraction_list = _csv_floats(self.fractions)
         if not self.fraction_list or any(not 0.0 < f <= 1.0 for f in self.fraction_list):
             raise ValueError(f"fractions must be in (0, 1], got {self.fractions!r}")
+        if self.calibration_num is None and isinstance(self.num, int):
+            # a short run gets a short calibration: 100 val clips cost more than 20 test clips x 9 methods
+            self.calibration_num = min(CALIBRATION_MAX, self.num)
         for name in ("num", "calibration_num", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -119,24 +138,33 @@ def evaluate(model, bundle, records, *, cfg=None, num_frames: int | None = None,
     return acc, {k: sum(v) / len(v) for k, v in sorted(per_type.items())}, after / max(before, 1)
 
 
-def calibrate_threshold(model, bundle, records, fraction: float) -> float:
-    """Threshold tau whose mean kept fraction over ``records`` (val split) is closest to ``fraction``.
+def calibration_dissimilarities(model, bundle, records, progress=None) -> list[torch.Tensor]:
+    """Per val clip, the EVS embedding dissimilarities of its video tokens (``+inf`` on frame 0).
 
-    Uses the model's own video features and core.evs dissimilarities (frame 0 always kept).
+    One vision-encoder pass per clip, from the model's own video features and core.evs; computed
+    once and shared by every calibrated fraction. ``progress``: a tqdm bar advanced per clip.
     """
     from ..core.evs import embedding_dissimilarity
 
-    ds, per_video = [], []
+    ds = []
     with torch.no_grad():
         for r in records:
             inp = bundle.inputs(r["video"], r["question"])
             feats = model.model.get_video_features(inp["pixel_values_videos"], inp["video_grid_thw"]).pooler_output
             feats = torch.cat(list(feats)) if isinstance(feats, (list, tuple)) else feats
             merge = model.config.vision_config.spatial_merge_size
-            d = embedding_dissimilarity(feats, inp["video_grid_thw"], merge)
-            ds.append(d)
-            per_video.append(d.numel())
+            ds.append(embedding_dissimilarity(feats, inp["video_grid_thw"], merge))
+            if progress is not None:
+                progress.update(1)
+    return ds
 
+
+def threshold_for_fraction(ds: list[torch.Tensor], fraction: float) -> float:
+    """Threshold tau whose mean kept fraction over the clips' dissimilarities ``ds`` is closest to ``fraction``.
+
+    A token is kept when its dissimilarity exceeds tau (frame 0's ``+inf`` always is); the mean
+    is over clips, each clip's kept fraction weighted alike.
+    """
     def kept(tau: float) -> float:
         return sum(float(((d > tau) | torch.isinf(d)).float().mean()) for d in ds) / len(ds)
 
@@ -148,6 +176,14 @@ def calibrate_threshold(model, bundle, records, fraction: float) -> float:
         else:
             hi = mid
     return hi if abs(kept(hi) - fraction) <= abs(kept(lo) - fraction) else lo
+
+
+def calibrate_threshold(model, bundle, records, fraction: float) -> float:
+    """Threshold tau whose mean kept fraction over ``records`` (val split) is closest to ``fraction``.
+
+    Uses the model's own video features and core.evs dissimilarities (frame 0 always kept).
+    """
+    return threshold_for_fraction(calibration_dissimilarities(model, bundle, records), fraction)
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,15 +209,26 @@ def _dataset(folder: Path, split: str, num: int, seed: int, bundle) -> list[dict
     return read_records(jsonl)
 
 
-def run_accuracy(cfg: AccuracyConfig) -> dict:
-    """Run every method at every fraction; write JSON + PNG under ``cfg.out``; return the summary."""
+def run_accuracy(cfg: AccuracyConfig, progress: bool = True) -> dict:
+    """Run every method at every fraction; write JSON + PNG under the output folder; return the report.
+
+    The folder is ``cfg.out``, or a fresh ``./videoprune-out/accuracy-YYYYmmdd-HHMMSS`` without
+    one (its path is the report's ``out``). One progress bar (on stderr, ``progress``) counts
+    every clip pass: the evs-threshold calibration clips, then each (method, fraction)'s test clips.
+    """
+    import sys
+
     from tqdm.auto import tqdm
 
     from .. import EVSConfig
     from ..bundle import load_bundle
+    from .outdir import fresh_dir
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if cfg.out is None:
+        out = fresh_dir("accuracy")
+    else:
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
     bundle = load_bundle(cfg.model)
     model = bundle.model
     data = Path(cfg.data_dir) if cfg.data_dir else out / "data"
@@ -219,20 +266,24 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
                     continue
                 jobs.append((method, f, "uptrained", EVSConfig(rate=rate), None))
 
+    calibrated = any(pcfg == "calibrate" for *_, pcfg, _ in jobs)
+    total = len(jobs) * len(test) + (cfg.calibration_num if calibrated else 0)
+    bar = tqdm(total=total, desc="accuracy", unit="clip", disable=not progress, file=sys.stderr)
     uptrained = None
-    calibration = None
+    ds = None
     results = []
-    bar = tqdm(total=len(jobs) * len(test), desc="accuracy", unit="clip")
     for method, f, mdl, pcfg, frames in jobs:
         if mdl == "uptrained":
             if uptrained is None:
                 uptrained = load_bundle(cfg.uptrained)
             mdl = uptrained.model
         if pcfg == "calibrate":
-            if calibration is None:
+            if ds is None:  # once for every fraction: the features do not depend on it
+                bar.set_description(f"accuracy: calibrating evs-threshold ({cfg.calibration_num} val clips)")
                 calibration = _dataset(data / f"val-seed{cfg.seed}", "val", cfg.calibration_num, cfg.seed, bundle)
-            tau = calibrate_threshold(model, bundle, calibration, f)
-            pcfg = EVSConfig(threshold=tau)
+                ds = calibration_dissimilarities(model, bundle, calibration, progress=bar)
+            pcfg = EVSConfig(threshold=threshold_for_fraction(ds, f))
+        bar.set_description(f"accuracy: {method} {f:.0%}")
         acc, per_type, measured = evaluate(mdl, bundle, test, cfg=pcfg, num_frames=frames,
                                            batch_size=cfg.batch_size, progress=bar)
         entry = {"method": method, "kept_fraction": f, "kept_fraction_measured": round(measured, 4),
@@ -242,11 +293,23 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
         results.append(entry)
     bar.close()
 
-    summary = {"benchmark": "accuracy", "model": cfg.model, "seed": cfg.seed, "num": cfg.num,
-               "config": {k: v for k, v in asdict(cfg).items()}, "results": results}
-    (out / "accuracy.json").write_text(json.dumps(summary, indent=2) + "\n")
+    report = {"benchmark": "accuracy", "model": cfg.model, "seed": cfg.seed, "num": cfg.num,
+              "calibration_num": cfg.calibration_num if calibrated else 0, "out": str(out),
+              "config": {k: v for k, v in asdict(cfg).items()}, "results": results}
+    (out / "accuracy.json").write_text(json.dumps(report, indent=2) + "\n")
     _plot(results, out / "accuracy.png")
-    return summary
+    return report
+
+
+def summary(report: dict) -> dict:
+    """The compact result the CLI prints as its last stdout line: per (method, fraction) accuracy and
+    measured kept fraction, and where the full report (per-type accuracies, thresholds, config) is."""
+    out = Path(report["out"])
+    return {"bench": "accuracy", "model": report["model"], "seed": report["seed"], "num": report["num"],
+            "calibration_num": report["calibration_num"], "report": str(out / "accuracy.json"),
+            "plot": str(out / "accuracy.png"),
+            "results": [{k: r[k] for k in ("method", "kept_fraction", "kept_fraction_measured", "accuracy")}
+                        for r in report["results"]]}
 
 
 def format_table(results: list[dict]) -> str:

