@@ -10,7 +10,7 @@ steps; the shapes, layout and token counts are identical.
 
 With ``device=...`` the same steps run batched in torch on that device
 (:mod:`~videoprune.video.device_preprocess`): identical shapes, grids and layout, pixels within
-1-2 uint8 steps of PIL on about 1 in 10^4 pixels (docs/video.md gives the measured bound).
+2 uint8 steps of PIL, differing on about 1 in 10^4 to 10^3 pixels (docs/video.md gives the bound).
 
 Adding a family is adding a :class:`FamilySpec` to :data:`FAMILIES`; nothing else branches on it.
 Molmo2 (not a prompt family here) has its own :func:`preprocess_molmo2`.
@@ -433,6 +433,10 @@ def preprocess_molmo2(
     device: str | torch.device | None = None,
 ) -> Molmo2Video:
     """Resize (PIL bicubic) + normalise (mean = std = 0.5) + patchify every frame for Molmo2's ViT.
+
+    The CPU path is bench/speed.py's ``_molmo2_preprocess``, value for value. HF's
+    ``Molmo2VideoProcessor`` resizes bilinear (torchvision, no antialias) instead of bicubic: the
+    shapes, layout and indices are the same, the pixel values are not.
 
     Args:
         clip: a :class:`Clip` or uint8 ``(T, H, W, 3)`` frames.
