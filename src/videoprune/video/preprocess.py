@@ -8,7 +8,12 @@ the way the PIL ("slow") image processors compute them: PIL bicubic resize of ui
 processors use torchvision's resize instead, whose bicubic differs from PIL's by a few 1/255
 steps; the shapes, layout and token counts are identical.
 
+With ``device=...`` the same steps run batched in torch on that device
+(:mod:`~videoprune.video.device_preprocess`): identical shapes, grids and layout, pixels within
+2 uint8 steps of PIL, differing on about 1 in 10^4 to 10^3 pixels (docs/video.md gives the bound).
+
 Adding a family is adding a :class:`FamilySpec` to :data:`FAMILIES`; nothing else branches on it.
+Molmo2 (not a prompt family here) has its own :func:`preprocess_molmo2`.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from . import device_preprocess as dp
 from .decode import Clip, VideoError
 
 __all__ = [
@@ -29,6 +35,8 @@ __all__ = [
     "smart_resize",
     "smart_resize_qwen3",
     "preprocess",
+    "Molmo2Video",
+    "preprocess_molmo2",
 ]
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -264,6 +272,16 @@ def _target_size(spec: FamilySpec, num_frames: int, height: int, width: int) -> 
     raise ValueError(f"unknown resize rule {spec.resize!r}")
 
 
+def _resize_pil(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 ``(T, H, W, 3)`` -> uint8 ``(T, h, w, 3)``, PIL bicubic per frame (frames already ``size`` pass through)."""
+    from PIL import Image  # noqa: PLC0415  (lazy: optional dependency)
+
+    h, w = size
+    if frames.shape[1:3] == (h, w):
+        return frames
+    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), resample=Image.Resampling.BICUBIC)) for f in frames])
+
+
 def _resize_normalize(frames: np.ndarray, size: tuple[int, int], mean, std) -> np.ndarray:
     """uint8 ``(T, H, W, 3)`` -> float32 ``(T, 3, h, w)``, exactly as HF's PIL backend does it.
 
@@ -271,16 +289,10 @@ def _resize_normalize(frames: np.ndarray, size: tuple[int, int], mean, std) -> n
     so they are one 3 x 256 lookup table computed with HF's arithmetic (float64 rescale, cast to
     float32, then ``(x - mean) / std`` in float32): the same bits as applying it to every pixel.
     """
-    from PIL import Image  # noqa: PLC0415  (lazy: optional dependency)
-
     h, w = size
     mean = np.asarray(mean, dtype=np.float32)
     std = np.asarray(std, dtype=np.float32)
-    if frames.shape[1:3] == (h, w):
-        resized = frames
-    else:
-        resized = np.stack([np.asarray(Image.fromarray(f).resize((w, h), resample=Image.Resampling.BICUBIC))
-                            for f in frames])
+    resized = _resize_pil(frames, size)
     values = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)
     lut = (values[None, :] - mean[:, None]) / std[:, None]  # (3, 256)
     out = np.empty((frames.shape[0], 3, h, w), dtype=np.float32)
@@ -309,11 +321,24 @@ def _grid_timestamps(timestamps: np.ndarray, tp: int) -> list[float]:
     return [(ts[i] + ts[i + tp - 1]) / 2 for i in range(0, len(ts), tp)]
 
 
+def _checked_frames(frames: np.ndarray) -> np.ndarray:
+    if frames.ndim != 4 or frames.shape[0] == 0:
+        raise VideoError(f"expected (T, H, W, 3) frames with T >= 1, got shape {frames.shape}")
+    return frames
+
+
+def _on_device(frames: np.ndarray, size: tuple[int, int], mean, std, device: torch.device, pad_to: int = 1) -> torch.Tensor:
+    """The device twin of :func:`_resize_normalize` (T padded to ``pad_to`` by repeating the last frame)."""
+    x = dp.frames_to_device(frames, device, pad_to_multiple=pad_to)
+    return dp.normalize(dp.resize_like_pil(x, size), mean, std)
+
+
 def preprocess(
     clip: Clip,
     family: str | FamilySpec = "qwen2_vl",
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    device: str | torch.device | None = None,
 ) -> VideoTensors:
     """Turn sampled frames into the tensors the family's HF model takes (see :class:`VideoTensors`).
 
@@ -322,25 +347,118 @@ def preprocess(
         family: a name in :data:`FAMILIES` / an HF ``model_type``, or a :class:`FamilySpec`.
         min_pixels, max_pixels: override the family's pixel budget (Qwen families; pixels per
             frame for Qwen2/2.5-VL, over all frames for Qwen3-VL, as in HF).
+        device: None (default): PIL on the CPU, exactly HF's PIL image processors. A torch
+            device ("cuda", "cuda:1", "cpu", ...): the uint8 frames are copied there once and
+            resized, normalised and patchified in one batched torch pass; every returned tensor
+            is on that device, shapes, grids and timestamps are those of the CPU path, pixel
+            values within the tolerance docs/video.md states. A device that cannot hold data
+            here raises ValueError.
     """
     spec = get_family(family).with_pixels(min_pixels, max_pixels)
-    frames = clip.frames
-    if frames.ndim != 4 or frames.shape[0] == 0:
-        raise VideoError(f"expected (T, H, W, 3) frames with T >= 1, got shape {frames.shape}")
+    dev = None if device is None else dp.resolve_device(device)
+    frames = _checked_frames(clip.frames)
     height, width = frames.shape[1:3]
     size = _target_size(spec, frames.shape[0], height, width)
-    video = _resize_normalize(frames, size, spec.mean, spec.std)
     if spec.layout == "stack":
-        return VideoTensors(torch.from_numpy(video).unsqueeze(0), None, None, [float(t) for t in clip.timestamps], size, spec)
-    rows, grid = _patchify(video, spec)
+        if dev is None:
+            pixels = torch.from_numpy(_resize_normalize(frames, size, spec.mean, spec.std))
+        else:
+            pixels = _on_device(frames, size, spec.mean, spec.std, dev)
+        return VideoTensors(pixels.unsqueeze(0), None, None, [float(t) for t in clip.timestamps], size, spec)
+    if dev is None:
+        rows, grid = _patchify(_resize_normalize(frames, size, spec.mean, spec.std), spec)
+        rows = torch.from_numpy(rows)
+    else:
+        video = _on_device(frames, size, spec.mean, spec.std, dev, pad_to=spec.temporal_patch_size)
+        rows, grid = dp.patchify(video, spec.temporal_patch_size, spec.patch_size, spec.merge_size)
     spg = None
     if spec.second_per_grid_ts:
-        spg = torch.tensor([spec.temporal_patch_size / clip.sampled_fps], dtype=torch.float32)
+        spg = torch.tensor([spec.temporal_patch_size / clip.sampled_fps], dtype=torch.float32, device=dev)
     return VideoTensors(
-        pixel_values_videos=torch.from_numpy(rows),
-        video_grid_thw=torch.tensor([grid], dtype=torch.long),
+        pixel_values_videos=rows,
+        video_grid_thw=torch.tensor([grid], dtype=torch.long, device=dev),
         second_per_grid_ts=spg,
         grid_timestamps=_grid_timestamps(clip.timestamps, spec.temporal_patch_size),
         resized_hw=size,
         family=spec,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Molmo2 (its ViT takes fixed-size squares; prompts are not built here)
+# --------------------------------------------------------------------------------------------
+MOLMO2_IMAGE_SIZE = (378, 378)  # Molmo2 vision_config.image_size (height, width)
+MOLMO2_PATCH_SIZE = 14  # vision_config.patch_size
+MOLMO2_POOL = 3  # pool x pool patches per LLM token
+
+
+@dataclass
+class Molmo2Video:
+    """Molmo2 video tensors (what ``Molmo2VideoProcessor`` returns, shapes and layout of transformers 5.23).
+
+    Every frame is resized to the ViT's ``image_size`` and cut into ``p x p`` patches (rows of
+    ``p * p * 3`` values, channel last); ``pool x pool`` windows of patches, in raster order, form
+    the LLM tokens (``video_token_pooling`` lists their global patch indices).
+
+    Attributes:
+        pixel_values_videos: ``(T, Hp * Wp, p * p * 3)`` float32.
+        video_token_pooling: ``(T * H' * W', pool * pool)`` int64, indices into the ``T * Hp * Wp`` patches.
+        video_grids: ``(1, 3)`` int64 ``(T, H', W')`` with ``H' = Hp / pool``.
+        tokens_per_frame: ``H' * W'`` (81 at 378 px, patch 14, pool 3).
+        temporal_slices: ``T``.
+    """
+
+    pixel_values_videos: torch.Tensor
+    video_token_pooling: torch.Tensor
+    video_grids: torch.Tensor
+    tokens_per_frame: int
+    temporal_slices: int
+
+    @property
+    def num_video_tokens(self) -> int:
+        """LLM tokens of the whole video (frame start/end and timestamp tokens not counted)."""
+        return self.tokens_per_frame * self.temporal_slices
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        """The video keyword arguments of Molmo2's forward."""
+        return {"pixel_values_videos": self.pixel_values_videos, "video_token_pooling": self.video_token_pooling,
+                "video_grids": self.video_grids}
+
+
+def preprocess_molmo2(
+    clip: Clip | np.ndarray,
+    image_size: tuple[int, int] = MOLMO2_IMAGE_SIZE,
+    patch_size: int = MOLMO2_PATCH_SIZE,
+    pool: int = MOLMO2_POOL,
+    device: str | torch.device | None = None,
+) -> Molmo2Video:
+    """Resize (PIL bicubic) + normalise (mean = std = 0.5) + patchify every frame for Molmo2's ViT.
+
+    The CPU path is bench/speed.py's ``_molmo2_preprocess``, value for value. HF's
+    ``Molmo2VideoProcessor`` resizes bilinear (torchvision, no antialias) instead of bicubic: the
+    shapes, layout and indices are the same, the pixel values are not.
+
+    Args:
+        clip: a :class:`Clip` or uint8 ``(T, H, W, 3)`` frames.
+        image_size, patch_size: ``model.config.vision_config.image_size`` / ``.patch_size``
+            (height, width in pixels; both sides multiples of ``patch_size * pool``).
+        pool: patches per token side.
+        device: None: PIL on the CPU. A torch device: batched torch pass there, all tensors on
+            it, the same shapes and indices, pixels within the tolerance of :func:`preprocess`.
+    """
+    dev = None if device is None else dp.resolve_device(device)
+    frames = _checked_frames(clip.frames if isinstance(clip, Clip) else np.asarray(clip))
+    (h, w), p = (int(x) for x in image_size), int(patch_size)
+    if h % (p * pool) or w % (p * pool):
+        raise ValueError(f"image_size {h}x{w} must be a multiple of patch_size * pool = {p * pool}")
+    if dev is None:
+        x = torch.from_numpy(_resize_normalize(frames, (h, w), IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD))
+    else:
+        x = _on_device(frames, (h, w), IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, dev)
+    t, hp, wp = x.shape[0], h // p, w // p
+    rows = x.view(t, 3, hp, p, wp, p).permute(0, 2, 4, 3, 5, 1).reshape(t, hp * wp, p * p * 3)
+    grid = torch.arange(hp * wp, device=dev).view(hp, wp)
+    win = grid.view(hp // pool, pool, wp // pool, pool).permute(0, 2, 1, 3).reshape(-1, pool * pool)
+    pooling = (win.unsqueeze(0) + hp * wp * torch.arange(t, device=dev).view(t, 1, 1)).reshape(-1, pool * pool)
+    return Molmo2Video(rows.contiguous(), pooling, torch.tensor([[t, hp // pool, wp // pool]], device=dev),
+                       (hp // pool) * (wp // pool), t)

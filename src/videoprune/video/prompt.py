@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .decode import Clip, SamplingConfig, VideoLimits, clip_from_frames, decode
+from .device_preprocess import resolve_device
 from .preprocess import FamilySpec, VideoTensors, get_family, preprocess
 
 __all__ = ["video_placeholder", "build_prompt", "prepare_inputs"]
@@ -61,6 +62,7 @@ def prepare_inputs(
     max_pixels: int | None = None,
     system: str | None = None,
     progress: bool = False,
+    device: str | torch.device | None = None,
 ) -> dict[str, torch.Tensor]:
     """Video + question -> the ``inputs`` dict to pass to the HF model (``model(**inputs)`` / ``generate``).
 
@@ -74,6 +76,9 @@ def prepare_inputs(
         family: name or HF ``model_type`` (see :data:`~videoprune.video.FAMILIES`).
         sampling, limits: how frames are taken from a file (ignored for a Clip).
         min_pixels, max_pixels: override the family's pixel budget.
+        device: None: PIL preprocessing on the CPU, every tensor on the CPU. A torch device
+            (e.g. the model's, "cuda"): the frames are resized, normalised and patchified there
+            (see :func:`~videoprune.video.preprocess`) and every returned tensor is on it.
 
     Returns:
         ``input_ids`` and ``attention_mask`` ``(1, L)`` int64, ``pixel_values_videos``, and per
@@ -83,13 +88,14 @@ def prepare_inputs(
         ``get_video_features`` returns for ``pixel_values_videos``.
     """
     spec = get_family(family)
+    dev = None if device is None else resolve_device(device)  # a bad device fails before decoding
     if isinstance(video, Clip):
         clip = video
     elif isinstance(video, (str, os.PathLike, Path)):
         clip = decode(video, sampling, limits, progress=progress)
     else:
         clip = clip_from_frames(video, fps=fps, sampling=sampling)
-    vt = preprocess(clip, spec, min_pixels=min_pixels, max_pixels=max_pixels)
+    vt = preprocess(clip, spec, min_pixels=min_pixels, max_pixels=max_pixels, device=dev)
     tokenizer = getattr(tokenizer_or_processor, "tokenizer", tokenizer_or_processor)
     video_id = tokenizer.convert_tokens_to_ids(spec.video_token)
     if video_id is None or video_id == getattr(tokenizer, "unk_token_id", object()):
@@ -105,5 +111,7 @@ def prepare_inputs(
     out = {"input_ids": input_ids, "attention_mask": enc.get("attention_mask", torch.ones_like(input_ids))}
     if spec.layout == "patches":
         out["mm_token_type_ids"] = (input_ids == video_id).long() * VIDEO_TOKEN_TYPE
+    if dev is not None:
+        out = {k: v.to(dev) for k, v in out.items()}
     out.update(vt.model_inputs())
     return out
