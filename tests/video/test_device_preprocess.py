@@ -144,23 +144,6 @@ def test_normalised_values_on_real_footage_stay_within_the_bound(family, clip_na
     assert diff.mean() <= norm_bound(std, MEAN_STEPS_REAL)
 
 
-# --------------------------------------------------------------------------------------------
-# Molmo2's CPU path is bench/speed.py's
-# --------------------------------------------------------------------------------------------
-def test_molmo2_cpu_path_equals_the_copy_in_bench_speed():
-    from types import SimpleNamespace
-
-    speed = pytest.importorskip("videoprune.bench.speed")
-    if not hasattr(speed, "_molmo2_preprocess"):
-        pytest.skip("bench/speed.py no longer has its own copy")
-    model = SimpleNamespace(config=SimpleNamespace(vision_config=SimpleNamespace(image_size=[378, 378], patch_size=14)))
-    clip = clip_from_frames(noise_frames(3))
-    a, b = speed._molmo2_preprocess(model, clip), preprocess_molmo2(clip)
-    for key in ("pixel_values_videos", "video_token_pooling", "video_grids"):
-        assert torch.equal(getattr(a, key), getattr(b, key)), key
-    assert (a.tokens_per_frame, a.temporal_slices) == (b.tokens_per_frame, b.temporal_slices)
-
-
 def test_molmo2_layout_equals_hf_patches_and_pooling():
     hf = pytest.importorskip("transformers.models.molmo2.video_processing_molmo2")
     frames = noise_frames(2)

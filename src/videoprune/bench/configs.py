@@ -239,7 +239,12 @@ def _config_class(model_type: str):
 
 
 def build_model(arch: dict[str, Any], dtype=None, device: str = "cpu", seed: int = 0):
-    """A randomly initialised model of architecture ``arch`` (a dict as in :data:`ARCHITECTURES`), eval mode."""
+    """A randomly initialised model of architecture ``arch`` (a dict as in :data:`ARCHITECTURES`), eval mode.
+
+    On the CPU it is built in float32 and then cast (the weights the CPU tests and tables use).
+    On another device the parameters are created there, directly in ``dtype``: an 8B model is
+    built on a GPU in seconds instead of a minute of CPU initialisation and a 32 GB copy.
+    """
     import torch
 
     arch = copy.deepcopy(arch)
@@ -247,6 +252,16 @@ def build_model(arch: dict[str, Any], dtype=None, device: str = "cpu", seed: int
     config_cls, model_cls = _config_class(model_type)
     config = config_cls(**arch)
     torch.manual_seed(seed)
+    if str(device) != "cpu":
+        previous = torch.get_default_dtype()
+        try:
+            if dtype is not None:
+                torch.set_default_dtype(dtype)
+            with torch.device(device):
+                model = model_cls(config)
+        finally:
+            torch.set_default_dtype(previous)
+        return (model.to(dtype) if dtype is not None else model).eval()
     model = model_cls(config)
     if dtype is not None:
         model = model.to(dtype)

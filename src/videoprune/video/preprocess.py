@@ -434,7 +434,7 @@ def preprocess_molmo2(
 ) -> Molmo2Video:
     """Resize (PIL bicubic) + normalise (mean = std = 0.5) + patchify every frame for Molmo2's ViT.
 
-    The CPU path is bench/speed.py's ``_molmo2_preprocess``, value for value. HF's
+    This is what ``videoprune bench speed`` feeds Molmo2. HF's
     ``Molmo2VideoProcessor`` resizes bilinear (torchvision, no antialias) instead of bicubic: the
     shapes, layout and indices are the same, the pixel values are not.
 
