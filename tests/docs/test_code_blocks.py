@@ -1,11 +1,14 @@
-"""Every code block of README.md and docs/*.md runs as written (or says, in the doc, why it cannot here).
+r"""Every code block of README.md and docs/*.md runs as written (or says, in the doc, why it cannot here).
 
-A fenced block tagged ``python``, ``bash`` or ``console`` is run in a fresh temporary folder with
-the test's virtual environment first on PATH (what ``source .venv/bin/activate`` gives a reader):
+A fenced block tagged ``python``, ``bash`` or ``console`` is run in a fresh temporary folder
+(holding links to the repository's ``benchmarks/`` and ``examples/``, so paths read as from the
+repository root) with the test's virtual environment first on PATH (what ``source
+.venv/bin/activate`` gives a reader):
 
 * ``python``: the block is a script, run by the venv's python;
 * ``bash``: the block is a script, run by ``bash -e``;
-* ``console``: the lines starting with ``$ `` are commands, run in order by ``bash -e``.
+* ``console``: the lines starting with ``$ `` (and their ``\`` continuation lines) are
+  commands, run in order by ``bash -e``; the other lines are sample output.
 
 A block that cannot run on a CPU machine without network (a hub checkpoint, a GPU, a 20-minute
 benchmark) is preceded in the doc by ``<!-- docs-test: skip REASON -->``, so the reader sees
@@ -30,6 +33,7 @@ RUNNABLE = ("python", "bash", "console")
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 TAG = re.compile(r"<!--\s*docs-test:\s*(skip|continues)\b\s*(.*?)\s*-->\s*$")
 TIMEOUT_S = 600
+LINKED = ("benchmarks", "examples")
 
 pytestmark = pytest.mark.docs
 
@@ -60,9 +64,14 @@ def read_blocks(doc: Path) -> list[Block]:
 
 
 def _script(block: Block) -> str:
-    if block.lang == "console":
-        return "\n".join(line[2:] for line in block.code.splitlines() if line.startswith("$ "))
-    return block.code
+    if block.lang != "console":
+        return block.code
+    lines, continued = [], False
+    for line in block.code.splitlines():  # "$ cmd \" continues on the next lines; other lines are output
+        if line.startswith("$ ") or continued:
+            lines.append(line[2:] if line.startswith("$ ") else line)
+            continued = line.rstrip().endswith("\\")
+    return "\n".join(lines)
 
 
 def runnable_units() -> list[tuple[str, str, str]]:
@@ -113,6 +122,8 @@ def _env() -> dict[str, str]:
 def test_block_runs_as_written(unit, tmp_path):
     """The block exits 0 when run as a reader would, from an empty folder with the venv active."""
     block_id, lang, script = unit
+    for name in LINKED:  # the repository's scripts, reachable as the docs write them (benchmarks/...)
+        (tmp_path / name).symlink_to(ROOT / name)
     cmd = [sys.executable, "-c", script] if lang == "python" else ["bash", "-e", "-c", script]
     proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
     assert proc.returncode == 0, f"{block_id} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
