@@ -54,7 +54,7 @@ class EVSConfig:
         default="post_encoder",
         metadata={"help": "where pruning happens: 'post_encoder' (after the vision encoder) or "
                           "'pre_encoder' (pixel criterion before the encoder, which then runs on kept "
-                          "tokens only; Qwen2-VL / Qwen2.5-VL)."},
+                          "tokens only; Qwen2-VL / Qwen2.5-VL / Qwen3-VL)."},
     )
 
     def __post_init__(self):

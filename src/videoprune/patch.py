@@ -334,21 +334,16 @@ def _encode_pre_encoder(handle: PruneHandle, inputs: dict):
     """Pre-encoder EVS in place of ``get_video_features``: encode kept tokens only.
 
     Returns what the model's own ``get_video_features`` returns (per-video ``pooler_output``
-    of full length, so the model's placeholder scatter is unchanged); pruned rows are zeros
-    and are dropped again at the LLM input with the same keep mask.
+    of full length, and Qwen3-VL's deepstack features likewise, so the model's placeholder
+    scatter is unchanged); pruned rows are zeros and are dropped again at the LLM input with the
+    same keep mask (the family adapter builds the output: ``pre_encoder_video_output``).
     """
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
-
     pixels, grid = inputs.get("pixel_values_videos"), inputs.get("video_grid_thw")
     if pixels is None or grid is None:
         raise ValueError("stage='pre_encoder' needs pixel_values_videos and video_grid_thw")
-    feats, keep = handle.adapter.encode_videos_pre_encoder(handle.config, pixels, grid)
-    full = feats.new_zeros(keep.shape[0], feats.shape[1])
-    full[keep] = feats
-    merge = handle.adapter.spatial_merge_size
-    sizes = (grid.prod(-1) // merge**2).tolist()
-    handle._pre_keep = handle._pre_keep[-3:] + [(pixels, keep)]
-    out = BaseModelOutputWithPooling(pooler_output=tuple(torch.split(full, sizes)))
+    encoded = handle.adapter.encode_videos_pre_encoder(handle.config, pixels, grid)
+    handle._pre_keep = handle._pre_keep[-3:] + [(pixels, encoded.keep)]
+    out = handle.adapter.pre_encoder_video_output(encoded, grid)
     if (inputs.get("kwargs") or {}).get("return_dict") is False:
         return out.to_tuple()
     return out

@@ -79,5 +79,5 @@ def test_bad_settings_raise_naming_the_field():
     with pytest.raises(ValueError, match="rates"):
         SpeedConfig(rates="0,1.0")
     with pytest.raises(ValueError, match="evs-pre"):
-        run_speed(SpeedConfig(**dict(TINY, model="qwen3-vl-4b")), progress=False)
+        run_speed(SpeedConfig(**dict(TINY, model="llava-onevision-7b")), progress=False)
     assert "stts" not in METHODS or callable(METHODS["stts"].apply)

@@ -95,15 +95,16 @@ def build_model(family: str, dtype: torch.dtype = torch.float32, seed: int = 0):
 
 
 # ---------------------------------------------------------------------------------------------
-# prompts: a prompt is a list of segments ("text", n) | ("video",) | ("image",)
+# prompts: a prompt is a list of segments ("text", n) | ("video",) | ("video", t, h, w) | ("image",)
+# (Qwen: ("video", t, h, w) is t temporal slices of h x w patches, h and w even)
 # ---------------------------------------------------------------------------------------------
 TIMESTAMP_LEN = 3  # Qwen3-VL: "<t.s seconds>" text before each temporal slice
 
 
-def _video_pixels_qwen(gen: torch.Generator) -> torch.Tensor:
+def _video_pixels_qwen(gen: torch.Generator, t: int = QWEN_FRAMES // 2, h: int = QWEN_GRID_HW,
+                       w: int = QWEN_GRID_HW) -> torch.Tensor:
     """A mostly static clip: each slice changes a random third of the patches of the previous one."""
-    t = QWEN_FRAMES // 2
-    n_tok = QWEN_GRID_HW * QWEN_GRID_HW // 4
+    n_tok = h * w // 4
     row = 3 * 2 * QWEN_PATCH * QWEN_PATCH
     frames = [torch.randn(n_tok, 4, row, generator=gen)]
     for _ in range(1, t):
@@ -135,17 +136,19 @@ def make_inputs(family: str, prompts: list[list[tuple]], seed: int = 0, dtype=to
                 pixel_videos.append(base + 0.3 * torch.randn(LLAVA_FRAMES, 3, LLAVA_IMAGE_SIZE, LLAVA_IMAGE_SIZE,
                                                              generator=gen))
             elif seg[0] == "video":
-                t, hw = QWEN_FRAMES // 2, QWEN_GRID_HW // 2
-                vgrids.append([t, QWEN_GRID_HW, QWEN_GRID_HW])
-                pixel_videos.append(_video_pixels_qwen(gen))
+                # ("video",) is the default clip; ("video", t, h, w) sets temporal slices and patch grid
+                t, h, w = seg[1:] if len(seg) > 1 else (QWEN_FRAMES // 2, QWEN_GRID_HW, QWEN_GRID_HW)
+                n = (h // 2) * (w // 2)  # LLM tokens per slice
+                vgrids.append([t, h, w])
+                pixel_videos.append(_video_pixels_qwen(gen, t, h, w))
                 if family == "qwen3_vl":
                     for _ in range(t):
                         ids += torch.randint(4, 96, (TIMESTAMP_LEN,), generator=gen).tolist() + [VISION_START]
-                        ids += [VIDEO_TOKEN] * hw * hw + [VISION_END]
-                        tt += [0] * (TIMESTAMP_LEN + 1) + [2] * hw * hw + [0]
+                        ids += [VIDEO_TOKEN] * n + [VISION_END]
+                        tt += [0] * (TIMESTAMP_LEN + 1) + [2] * n + [0]
                 else:
-                    ids += [VISION_START] + [VIDEO_TOKEN] * t * hw * hw + [VISION_END]
-                    tt += [0] + [2] * t * hw * hw + [0]
+                    ids += [VISION_START] + [VIDEO_TOKEN] * t * n + [VISION_END]
+                    tt += [0] + [2] * t * n + [0]
             elif seg[0] == "image" and family == "llava_onevision":
                 n = _llava_image_tokens(model)
                 ids += [IMAGE_TOKEN] * n

@@ -2,6 +2,9 @@
 
 It captures the UNPATCHED model's own language-model inputs (full embeddings and position ids),
 selects with core.evs.retention_mask, and builds the pruned batch with plain Python loops.
+With ``pre_encoder=True`` (Qwen) it selects with core.evs.pixel_retention_mask instead and puts
+the per-slice kept-unit encoding of vision_reference (main and deepstack features) at the video
+positions before gathering: what stage="pre_encoder" must feed the language model.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ import torch
 from transformers import DynamicCache
 
 import builders as B
-from videoprune.core.evs import retention_mask
+from videoprune.core.evs import pixel_retention_mask, retention_mask
+from vision_reference import reference_encode_deepstack
 
 
 def capture_lm_inputs(model, inputs: dict) -> dict:
@@ -57,7 +61,34 @@ def reference_keep(family: str, inputs: dict, embeds: torch.Tensor, rate: float)
     return keep
 
 
-def reference_prefill(family, model, inputs, rate, positions=None):
+def _pre_encoder_video(model, inputs: dict, cap: dict, rate: float):
+    """Pixel selection and per-slice kept-unit features put in place: (keep (B, L), embeds, deepstack)."""
+    ids, attn = inputs["input_ids"], inputs["attention_mask"].bool()
+    px, grid = inputs["pixel_values_videos"], inputs["video_grid_thw"]
+    keep_video = pixel_retention_mask(px, grid, model.config.vision_config.spatial_merge_size, rate=rate)
+    with torch.no_grad():
+        feats, deep = reference_encode_deepstack(model.model.visual, px, grid.tolist(), keep_video)
+    vmask = ids == B.VIDEO_TOKEN
+    emb = cap["inputs_embeds"].clone()
+    rows = emb[vmask]
+    rows[keep_video] = feats  # pruned rows keep the full encoder's features; they are dropped below
+    emb[vmask] = rows
+    deepstack = None
+    if cap.get("deepstack_visual_embeds") is not None:
+        video_rows = vmask[cap["visual_pos_masks"]]  # which deepstack rows are video tokens
+        deepstack = []
+        for d, kept in zip(cap["deepstack_visual_embeds"], deep):
+            d = d.clone()
+            v = d[video_rows]
+            v[keep_video] = kept
+            d[video_rows] = v
+            deepstack.append(d)
+    keep = attn.clone()
+    keep[vmask] = keep_video
+    return keep, emb, deepstack
+
+
+def reference_prefill(family, model, inputs, rate, positions=None, pre_encoder=False):
     """Pruned LM inputs built by hand: (embeds, positions, mask, extra kwargs, kept full indices)."""
     cap = capture_lm_inputs(model, inputs)
     emb = cap["inputs_embeds"]
@@ -65,7 +96,12 @@ def reference_prefill(family, model, inputs, rate, positions=None):
     pos = cap.get("position_ids") if positions is None else positions
     if pos is None:
         pos = torch.arange(length).expand(b, length)
-    keep = reference_keep(family, inputs, emb, rate)
+    if pre_encoder:
+        keep, emb, deepstack = _pre_encoder_video(model, inputs, cap, rate)
+        if deepstack is not None:
+            cap["deepstack_visual_embeds"] = deepstack
+    else:
+        keep = reference_keep(family, inputs, emb, rate)
     rows = [torch.nonzero(keep[i]).flatten() for i in range(b)]
     new_len = max(len(r) for r in rows)
     e = torch.zeros(b, new_len, emb.shape[-1], dtype=emb.dtype)
@@ -88,20 +124,20 @@ def reference_prefill(family, model, inputs, rate, positions=None):
     return e, p, m, extra, rows
 
 
-def reference_logits(family, model, inputs, rate):
-    e, p, m, extra, _ = reference_prefill(family, model, inputs, rate)
+def reference_logits(family, model, inputs, rate, pre_encoder=False):
+    e, p, m, extra, _ = reference_prefill(family, model, inputs, rate, pre_encoder=pre_encoder)
     with torch.no_grad():
         out = model.model.language_model(inputs_embeds=e, position_ids=p, attention_mask=m, **extra)
         return model.lm_head(out.last_hidden_state)
 
 
-def reference_greedy(family, model, inputs, rate, steps):
+def reference_greedy(family, model, inputs, rate, steps, pre_encoder=False):
     """Greedy decode with a KV cache over the hand-pruned prompt; positions continue unpruned."""
     attn = inputs["attention_mask"]
     positions = None
     if family == "llava_onevision":  # what generate passes: cumulative ids over real tokens
         positions = (attn.cumsum(-1) - 1).masked_fill(attn == 0, 0)
-    e, p, m, extra, _ = reference_prefill(family, model, inputs, rate, positions)
+    e, p, m, extra, _ = reference_prefill(family, model, inputs, rate, positions, pre_encoder=pre_encoder)
     lm = model.model.language_model
     cache = DynamicCache(config=model.config.get_text_config())
     real = m.bool()

@@ -119,7 +119,7 @@ METHODS: dict[str, Method] = {
     "evs-pixel": Method("EVS with the pixel criterion, after the encoder", _evs(criterion="pixel"),
                         ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")),
     "evs-pre": Method("EVS with the pixel criterion BEFORE the encoder, which encodes kept tokens only",
-                      _evs(criterion="pixel", stage="pre_encoder"), ("qwen2_vl", "qwen2_5_vl")),
+                      _evs(criterion="pixel", stage="pre_encoder"), ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")),
     "stts": Method("STTS (learned scorer, untrained weights) pruning INSIDE the vision encoder after block prune_at "
                    "(see stts_prune_at); the LLM gets kept tokens only", _stts, ("molmo2", "qwen2_5_vl")),
 }

@@ -18,7 +18,7 @@ from ..config import EVSConfig
 from ..core.evs import embedding_dissimilarity, random_dissimilarity, select_by_rate, select_by_threshold
 from ..core.plan import KeepPlan
 
-__all__ = ["ModelAdapter", "VideoLayout"]
+__all__ = ["ModelAdapter", "PreEncodedVideos", "VideoLayout"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,29 @@ class VideoLayout:
     grid_thw: list[tuple[int, int, int]]
     spatial_merge_size: int
     grid_token_mask: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class PreEncodedVideos:
+    """What pre-encoder EVS computed for the videos of one encoder call (kept tokens only).
+
+    Attributes:
+        keep: ``(N_tokens,)`` bool over all video tokens of the call (raster order, videos
+            concatenated): the pixel-criterion selection.
+        features: ``(K, D)`` LLM-side features of the kept tokens, ``K = keep.sum()``, raster order.
+        deepstack: per deepstack layer (Qwen3-VL), ``(K, D)`` features of the kept tokens; ``()``
+            for families without deepstack.
+    """
+
+    keep: torch.Tensor
+    features: torch.Tensor
+    deepstack: tuple[torch.Tensor, ...] = ()
+
+    def scatter(self, kept: torch.Tensor) -> torch.Tensor:
+        """``(N_tokens, D)``: ``kept`` rows at the kept tokens, zeros at pruned ones (never read)."""
+        full = kept.new_zeros(self.keep.shape[0], kept.shape[1])
+        full[self.keep.to(kept.device)] = kept
+        return full
 
 
 class ModelAdapter:
@@ -90,8 +113,14 @@ class ModelAdapter:
         raise ValueError(f"criterion='pixel' is not supported for {self.config.model_type}")
 
     def encode_videos_pre_encoder(self, cfg: EVSConfig, pixel_values_videos: torch.Tensor,
-                                  video_grid_thw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pre-encoder EVS: ``(kept features (K, D), keep (N_tokens,) bool)``; only kept tokens are encoded."""
+                                  video_grid_thw: torch.Tensor) -> PreEncodedVideos:
+        """Pre-encoder EVS: select from pixels, then encode only the kept tokens."""
+        raise ValueError(f"stage='pre_encoder' is not supported for {self.config.model_type}")
+
+    def pre_encoder_video_output(self, encoded: PreEncodedVideos, video_grid_thw: torch.Tensor):
+        """What the model's own ``get_video_features`` returns (``return_dict=True``), built from
+        ``encoded``: full-length per-video outputs, so the model's placeholder scatter is unchanged;
+        pruned rows are zeros and are dropped again at the LLM input with the same keep mask."""
         raise ValueError(f"stage='pre_encoder' is not supported for {self.config.model_type}")
 
     def prune_lm_kwargs(self, kwargs: dict[str, Any], plan: KeepPlan) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import torch
 
 from ..config import EVSConfig
 from ..core.evs import normalize_grids, pixel_dissimilarity, select_by_rate, select_by_threshold
-from .base import ModelAdapter, VideoLayout
+from .base import ModelAdapter, PreEncodedVideos, VideoLayout
 
 __all__ = ["Qwen2VLAdapter"]
 
@@ -54,21 +54,30 @@ class Qwen2VLAdapter(ModelAdapter):
         return pixel_dissimilarity(pixels, layout.grid_thw, layout.spatial_merge_size)
 
     def encode_videos_pre_encoder(self, cfg: EVSConfig, pixel_values_videos: torch.Tensor,
-                                  video_grid_thw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                                  video_grid_thw: torch.Tensor) -> PreEncodedVideos:
         """Select with the pixel criterion, then encode only the kept tokens (all videos in one pass).
 
-        Returns ``(features (K, D), keep (N_tokens,) bool)``: ``keep`` is exactly what the
-        post-encoder pixel criterion selects (same function on the same pixels); ``features`` are
-        the kept tokens in raster order, each computed from the kept tokens of its temporal slice
-        only (:func:`videoprune.models.qwen_vision.encode_kept_units`). Selection runs on the
-        pixels' device; the pruned tokens' features are never computed.
+        ``keep`` is exactly what the post-encoder pixel criterion selects (same function on the
+        same pixels); ``features`` are the kept tokens in raster order, each computed from the
+        kept tokens of its temporal slice only
+        (:func:`videoprune.models.qwen_vision.encode_kept_units`). Selection runs on the pixels'
+        device; the pruned tokens' features are never computed.
         """
         from .qwen_vision import encode_kept_units
 
         keep = self.select_pre_encoder(cfg, pixel_values_videos, video_grid_thw)
-        visual = self.inner.visual
-        feats = encode_kept_units(visual, pixel_values_videos, video_grid_thw, keep)
-        return feats, keep
+        feats = encode_kept_units(self.inner.visual, pixel_values_videos, video_grid_thw, keep)
+        return PreEncodedVideos(keep=keep, features=feats)
+
+    def pre_encoder_video_output(self, encoded: PreEncodedVideos, video_grid_thw: torch.Tensor):
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        sizes = self._video_sizes(video_grid_thw)
+        return BaseModelOutputWithPooling(pooler_output=tuple(torch.split(encoded.scatter(encoded.features), sizes)))
+
+    def _video_sizes(self, video_grid_thw: torch.Tensor) -> list[int]:
+        """LLM tokens per video (how ``get_video_features`` splits its output)."""
+        return (video_grid_thw.prod(-1) // self.spatial_merge_size**2).tolist()
 
     def select_pre_encoder(self, cfg: EVSConfig, pixel_values_videos: torch.Tensor,
                            video_grid_thw: torch.Tensor) -> torch.Tensor:

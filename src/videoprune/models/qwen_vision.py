@@ -1,9 +1,10 @@
-"""Run the Qwen2-VL / Qwen2.5-VL vision encoder on a kept subset of merge units (transformers 5.23.0).
+"""Run the Qwen2-VL / Qwen2.5-VL / Qwen3-VL vision encoder on a kept subset of merge units (transformers 5.23.0).
 
 One *merge unit* is ``spatial_merge_size**2`` consecutive patch rows of ``pixel_values`` (one
 LLM token). Pre-encoder EVS keeps a subset of units before block 0; STTS keeps a subset after
 block ``k``. Both use the pieces here, which drive the model's own modules (``patch_embed``,
-``rotary_pos_emb``, ``blocks``, ``merger``) with our own segment boundaries:
+``pos_embed``, ``rotary_pos_emb``, ``blocks``, ``merger``, ``deepstack_merger_list``) with our
+own segment boundaries:
 
 * attention is per temporal slice (the encoder's own ``cu_seqlens`` convention): a kept unit
   attends to the kept units of its own slice only; a slice with nothing kept is skipped. The
@@ -15,7 +16,12 @@ block ``k``. Both use the pieces here, which drive the model's own modules (``pa
   grid by the model's own ``get_vision_window_index`` and then restricted to kept units;
   full-attention blocks attend within each slice's kept units;
 * rotary position ids of kept patches are unchanged (the full table is computed, then gathered);
-* the merger runs on kept units only and returns one feature per kept token, in raster order.
+* Qwen3-VL's learned position embeddings, bilinearly interpolated to each grid, are gathered
+  the same way: the interpolation taps and weights are computed on the full grid by the model's
+  own ``get_vision_interpolation_indices_and_weights`` and only the kept patches' rows are used;
+* the merger runs on kept units only and returns one feature per kept token, in raster order;
+  so do Qwen3-VL's deepstack mergers (:func:`encode_kept_units_deepstack`), applied to the kept
+  units' hidden states after the blocks of ``visual.deepstack_visual_indexes``.
 
 Public hidden states (what :func:`run_blocks` takes and returns) are always the kept patches in
 **raster order** ``(video, t, h/m, w/m, m, m)``: rows ``[u*m², (u+1)*m²)`` are kept unit ``u`` of
@@ -24,6 +30,7 @@ Public hidden states (what :func:`run_blocks` takes and returns) are always the 
 Typical uses::
 
     feats = encode_kept_units(model.model.visual, pixels, grid_thw, keep_units)      # pre-encoder
+    feats, deep = encode_kept_units_deepstack(visual, pixels, grid_thw, keep_units)   # Qwen3-VL
 
     full = unit_layout(visual, grid_thw)                                              # STTS
     h = run_blocks(visual, embed_patches(visual, pixels, full), full, blocks=range(0, k + 1))
@@ -49,20 +56,28 @@ __all__ = [
     "run_blocks",
     "merge_units",
     "encode_kept_units",
+    "encode_kept_units_deepstack",
     "is_supported_visual",
 ]
 
 
+_TOWERS = ("Qwen2VisionTransformerPretrainedModel", "Qwen2_5_VisionTransformerPretrainedModel", "Qwen3VLVisionModel")
+
+
 def is_supported_visual(visual: torch.nn.Module) -> bool:
-    """True for the Qwen2-VL and Qwen2.5-VL vision towers (the encoders this module drives)."""
-    return type(visual).__name__ in ("Qwen2VisionTransformerPretrainedModel",
-                                     "Qwen2_5_VisionTransformerPretrainedModel")
+    """True for the Qwen2-VL, Qwen2.5-VL and Qwen3-VL vision towers (the encoders this module drives)."""
+    return type(visual).__name__ in _TOWERS
 
 
 def _check_visual(visual) -> None:
     if not is_supported_visual(visual):
-        raise ValueError(f"visual must be a Qwen2-VL or Qwen2.5-VL vision tower (model.model.visual), got "
-                         f"{type(visual).__name__}; other encoders are not supported by qwen_vision")
+        raise ValueError(f"visual must be a Qwen2-VL, Qwen2.5-VL or Qwen3-VL vision tower (model.model.visual), "
+                         f"got {type(visual).__name__}; other encoders are not supported by qwen_vision")
+
+
+def _deepstack_layers(visual) -> list[int]:
+    """Blocks whose output Qwen3-VL taps for deepstack features ([] for Qwen2-VL / Qwen2.5-VL)."""
+    return [int(i) for i in getattr(visual, "deepstack_visual_indexes", None) or []]
 
 
 def _windowed(visual) -> bool:
@@ -201,7 +216,8 @@ def embed_patches(visual: torch.nn.Module, pixel_values: torch.Tensor, layout: U
     """Patch-embed the kept patches: ``(K·unit, C)`` hidden states in raster order.
 
     ``pixel_values`` holds either all patch rows (``(N_units·unit, P)``; the kept rows are
-    gathered) or only the kept ones (``(K·unit, P)``).
+    gathered) or only the kept ones (``(K·unit, P)``). Qwen3-VL: the learned position
+    embeddings of the kept patches are added, as the model adds them for all patches.
     """
     _check_visual(visual)
     n_all = layout.keep_units.shape[0] * layout.unit
@@ -211,7 +227,27 @@ def embed_patches(visual: torch.nn.Module, pixel_values: torch.Tensor, layout: U
     elif pixel_values.shape[0] != layout.num_patches:
         raise ValueError(f"pixel_values has {pixel_values.shape[0]} rows; expected {n_all} (all patches) or "
                          f"{layout.num_patches} (kept patches)")
-    return visual.patch_embed(pixel_values.type(visual.dtype))
+    hidden = visual.patch_embed(pixel_values.type(visual.dtype))
+    if hasattr(visual, "pos_embed"):  # Qwen3-VL
+        hidden = hidden + _learned_position_embeddings(visual, layout).to(hidden.dtype)
+    return hidden
+
+
+def _learned_position_embeddings(visual, layout: UnitLayout) -> torch.Tensor:
+    """Qwen3-VL: ``(K·unit, C)`` interpolated learned position embeddings of the kept patches.
+
+    Same taps, weights and weighted sum as ``Qwen3VLVisionModel.forward`` (5.23.0 / 5.25.0); the
+    taps are computed on the full grid and restricted to the kept rows, so each kept patch gets
+    exactly the embedding it has in the full encoder.
+    """
+    from transformers.vision_utils import get_vision_interpolation_indices_and_weights
+
+    idx, w = get_vision_interpolation_indices_and_weights(
+        layout.grid_thw, num_grid_per_side=visual.num_grid_per_side, mode=visual.interpolation_mode,
+        align_corners=visual.interpolation_align_corners, spatial_merge_size=visual.config.spatial_merge_size)
+    if layout.num_patches != idx.shape[0]:
+        idx, w = idx[layout.patches.to(idx.device)], w[layout.patches.to(w.device)]
+    return (visual.pos_embed(idx) * w[:, :, None]).sum(1)
 
 
 def select_units(hidden: torch.Tensor, layout: UnitLayout) -> torch.Tensor:
@@ -285,7 +321,7 @@ def encode_kept_units(visual: torch.nn.Module, pixel_values: torch.Tensor | None
     """Encode only the kept merge units: ``(K, D)`` features, one per kept LLM token, raster order.
 
     Args:
-        visual: ``model.model.visual`` of a Qwen2-VL / Qwen2.5-VL model.
+        visual: ``model.model.visual`` of a Qwen2-VL / Qwen2.5-VL / Qwen3-VL model.
         pixel_values: ``(N_units·unit, P)`` patchified pixels (all units) or only the kept rows;
             ignored when ``hidden`` is given.
         grid_thw: ``(V, 3)`` pre-merge grids; several videos are encoded in one batched call.
@@ -298,8 +334,28 @@ def encode_kept_units(visual: torch.nn.Module, pixel_values: torch.Tensor | None
     Guarantees: with every unit kept and ``start_block=0`` the result equals
     ``visual(pixel_values, grid_thw).pooler_output`` exactly (same kernels on the same rows in
     the same order). Otherwise each kept unit's feature equals running the blocks on the kept
-    units of its temporal slice alone (Qwen2.5-VL: within its window's kept units).
+    units of its temporal slice alone (Qwen2.5-VL: within its window's kept units). Qwen3-VL's
+    deepstack features are not computed here: use :func:`encode_kept_units_deepstack`.
     """
+    return _encode(visual, pixel_values, grid_thw, keep_units, start_block, hidden, key_bias, layout, taps=False)[0]
+
+
+def encode_kept_units_deepstack(visual: torch.nn.Module, pixel_values: torch.Tensor, grid_thw,
+                                keep_units: torch.Tensor | None = None, *,
+                                layout: UnitLayout | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Qwen3-VL: encode only the kept merge units, with the deepstack features of those units.
+
+    Returns ``(features (K, D), deepstack)``: ``deepstack[j]`` is ``(K, D)``, the output of
+    ``visual.deepstack_merger_list[j]`` on the kept units' hidden states after block
+    ``visual.deepstack_visual_indexes[j]``, raster order ([] for towers without deepstack).
+    Arguments and guarantees as :func:`encode_kept_units` (from pixels, block 0): with every
+    unit kept, ``features`` and ``deepstack`` equal ``visual(pixel_values, grid_thw)``'s
+    ``pooler_output`` and ``deepstack_features`` exactly.
+    """
+    return _encode(visual, pixel_values, grid_thw, keep_units, 0, None, None, layout, taps=True)
+
+
+def _encode(visual, pixel_values, grid_thw, keep_units, start_block, hidden, key_bias, layout, taps: bool):
     _check_visual(visual)
     layout = unit_layout(visual, grid_thw, keep_units) if layout is None else layout
     depth = len(visual.blocks)
@@ -320,9 +376,21 @@ def encode_kept_units(visual: torch.nn.Module, pixel_values: torch.Tensor | None
             raise ValueError(f"key_bias must have shape ({layout.num_patches},), got {tuple(key_bias.shape)}")
         x = _run_compute(visual, x, layout, blocks[:1], _to_compute(key_bias, layout.order, layout.unit))
         blocks = blocks[1:]
-    x = _run_compute(visual, x, layout, blocks, None)
+    deep_at = _deepstack_layers(visual) if taps else []
+    deepstack = []
+    if deep_at:  # block by block, tapping after each deepstack block (the order of Qwen3VLVisionModel.forward)
+        for i in blocks:
+            x = _run_compute(visual, x, layout, [i], None)
+            if i in deep_at:
+                deepstack.append(_unit_order(visual.deepstack_merger_list[deep_at.index(i)](x), layout))
+    else:
+        x = _run_compute(visual, x, layout, blocks, None)
     # merger in compute order, then back to raster: the same order of operations as HF 5.23.0
-    out = visual.merger(x)
+    return _unit_order(visual.merger(x), layout), deepstack
+
+
+def _unit_order(out: torch.Tensor, layout: UnitLayout) -> torch.Tensor:
+    """One row per kept unit, from compute order to raster order."""
     return out if layout.inverse is None else out[layout.inverse]
 
 
