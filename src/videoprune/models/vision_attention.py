@@ -291,8 +291,8 @@ def enable_fast_vision_attention(model: torch.nn.Module) -> FastVisionAttention:
       touched, so its attention and masks are unchanged. Every vision block (windowed and
       full-attention blocks of Qwen2.5-VL alike) then makes one attention call: ``varlen_attn``
       on CUDA in fp16/bf16, one SDPA call per distinct segment length otherwise. videoprune's
-      own encoder drivers (pre-encoder EVS and STTS on Qwen2-VL / Qwen2.5-VL, via
-      :mod:`videoprune.models.qwen_vision`) call the same blocks, so they get one call too.
+      own encoder drivers (pre-encoder EVS on Qwen2-VL / Qwen2.5-VL / Qwen3-VL and STTS on
+      Qwen2.5-VL, via :mod:`videoprune.models.qwen_vision`) call the same blocks, so they get one call too.
     * Molmo2: nothing to change, and nothing is changed (``handle.applied`` is False). Its ViT
       passes frames as the attention batch with no segments (one call per layer already), and
       videoprune's STTS path packs kept patches into rows attended with one block-diagonal
