@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .validate import check_num_frames, check_rate, check_threshold
+from .video.decode import MAX_FRAMES_LIMIT
+
 __all__ = ["AskConfig", "AskResult", "ask", "format_answer", "ASK_METHODS"]
 
 ASK_METHODS = ("evs", "evs-pixel", "evs-pre", "random", "stts", "none")
@@ -36,7 +39,8 @@ class AskConfig:
         "pruning rate in [0, 1), exclusive with --threshold (default: the video_pruning_rate a `videoprune train` "
         f"export records in its config when above 0, else {DEFAULT_RATE})")})
     threshold: float | None = field(default=None, metadata={"help": "EVS threshold mode instead of a rate"})
-    num_frames: int | None = field(default=None, metadata={"help": "frames to sample (default: the model's)"})
+    num_frames: int | None = field(default=None, metadata={"help": f"frames to sample, in [1, {MAX_FRAMES_LIMIT}] "
+                                                                   "(default: the model's)"})
     max_new_tokens: int = field(default=8, metadata={"help": "longest answer generated"})
     scorer: str = field(default="default", metadata={"help": "method stts: scorer weights ('default' = shipped with the model)"})
     timing_runs: int = field(default=5, metadata={"help": "timed TTFT runs per setting, unpruned and pruned "
@@ -49,8 +53,12 @@ class AskConfig:
             raise ValueError("give --rate or --threshold, not both")
         if self.threshold is not None and self.method not in ("evs", "evs-pixel", "evs-pre"):
             raise ValueError(f"--threshold applies to the EVS methods, not {self.method!r}")
-        if self.rate is not None and not 0.0 <= self.rate < 1.0:
-            raise ValueError(f"rate must be in [0, 1), got {self.rate}")
+        if self.rate is not None:
+            self.rate = check_rate(self.rate)
+        if self.threshold is not None:
+            self.threshold = check_threshold(self.threshold)
+        if self.num_frames is not None:
+            check_num_frames(self.num_frames, upper=MAX_FRAMES_LIMIT)
         if self.max_new_tokens < 1 or self.timing_runs < 1:
             raise ValueError("max_new_tokens and timing_runs must be >= 1")
 

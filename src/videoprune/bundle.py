@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from .hub import ASSETS, EMBEDDED, resolve
+from .validate import check_num_frames, check_pixel_budget
 
 __all__ = ["ASSETS", "EMBEDDED", "SPEC_FILE", "ModelBundle", "load_bundle", "sample_question", "sample_video"]
 
@@ -54,15 +55,30 @@ class ModelBundle:
     system: str | None = None
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if self.num_frames is not None:
+            check_num_frames(self.num_frames)
+        check_pixel_budget(self.min_pixels, self.max_pixels)
+
+    def sampling(self, num_frames: int | None = None):
+        """The :class:`~videoprune.video.SamplingConfig` for ``num_frames`` (None: this model's default).
+
+        An explicit count is taken as asked (``max_frames`` raised to it), never capped silently;
+        0 or a negative count is a ValueError, not "the default".
+        """
+        from .video import SamplingConfig
+
+        n = self.num_frames if num_frames is None else check_num_frames(num_frames)
+        return SamplingConfig(num_frames=n, max_frames=max(n, 32)) if n else SamplingConfig(fps=self.fps)
+
     def inputs(self, video, question: str, num_frames: int | None = None) -> dict[str, torch.Tensor]:
         """``prepare_inputs`` for one (video, question) with this model's preprocessing."""
-        from .video import SamplingConfig, prepare_inputs
+        from .video import prepare_inputs
 
-        n = num_frames or self.num_frames
-        sampling = SamplingConfig(num_frames=n, max_frames=max(n, 32)) if n else SamplingConfig(fps=self.fps)
-        return prepare_inputs(video, question, self.tokenizer, family=self.family, sampling=sampling,
+        return prepare_inputs(video, question, self.tokenizer, family=self.family, sampling=self.sampling(num_frames),
                               fps=self.fps, min_pixels=self.min_pixels, max_pixels=self.max_pixels,
                               system=self.system)
+
 
     def collate(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """Left-pad several ``inputs`` dicts into one batch (video tensors concatenated in order)."""
@@ -142,4 +158,7 @@ def load_bundle(name_or_path: str = "default", dtype: torch.dtype | None = None,
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     family = spec.pop("family", model.config.model_type)
     known = {k: spec.pop(k) for k in ("num_frames", "fps", "frame_size", "min_pixels", "max_pixels", "system") if k in spec}
-    return ModelBundle(model=model, tokenizer=tokenizer, family=family, path=str(path), extra=spec, **known)
+    try:
+        return ModelBundle(model=model, tokenizer=tokenizer, family=family, path=str(path), extra=spec, **known)
+    except ValueError as e:
+        raise ValueError(f"{local / SPEC_FILE}: {e}") from e

@@ -181,3 +181,107 @@ def test_disabled_switches_pruning_off_for_the_calling_thread_only():
         assert torch.equal(result["out"], pruned)
         assert result["stats"].tokens_after < result["stats"].tokens_before
 
+
+# ---------------------------------------------------------------------------------------------
+# bad settings: one validator per parameter, the same message everywhere
+# ---------------------------------------------------------------------------------------------
+THRESHOLD_MESSAGE = "threshold must be a finite float >= 0"
+GRID = (4, 4, 4)  # 4 slices of 2x2 merged tokens
+
+
+def _features(requires_grad=False):
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    return x.requires_grad_(requires_grad)
+
+
+def _pixels(requires_grad=False):
+    x = torch.randn(64, 12, generator=torch.Generator().manual_seed(1))
+    return x.requires_grad_(requires_grad)
+
+
+NEGATIVE_THRESHOLD = {
+    "EVSConfig": lambda: EVSConfig(threshold=-0.1),
+    "threshold_mask": lambda: videoprune.core.threshold_mask(_features(), GRID, 2, -0.1),
+    "select_by_threshold": lambda: videoprune.core.evs.select_by_threshold(torch.zeros(16), GRID, 2, -0.1),
+    "pixel_retention_mask": lambda: videoprune.core.pixel_retention_mask(_pixels(), GRID, 2, threshold=-0.1),
+    "AskConfig": lambda: __import__("videoprune.ask", fromlist=["AskConfig"]).AskConfig(threshold=-0.1),
+    "AnalyzeConfig": lambda: __import__("videoprune.video.analyze", fromlist=["x"]).AnalyzeConfig(threshold=-0.1),
+}
+
+
+@pytest.mark.parametrize("where", list(NEGATIVE_THRESHOLD))
+def test_a_negative_threshold_is_refused_everywhere_with_one_message(where):
+    with pytest.raises(ValueError, match=THRESHOLD_MESSAGE):
+        NEGATIVE_THRESHOLD[where]()
+
+
+@pytest.mark.parametrize("argv", [["--threshold", "-0.1"], ["--num-frames", "0"], ["--num-frames", "-3"]])
+def test_ask_cli_refuses_bad_settings_before_loading_a_model(argv, capsys, monkeypatch):
+    from videoprune.cli import main
+
+    monkeypatch.setattr("videoprune.bundle.load_bundle", lambda *a, **k: pytest.fail("a model was loaded"))
+    assert main(["ask", "clip.mp4", "q?", *argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("videoprune ask: error: ") and "\n" not in err
+    assert (THRESHOLD_MESSAGE if argv[0] == "--threshold" else "num_frames must be an int in [1, 10000]") in err
+
+
+def test_num_frames_zero_is_an_error_not_the_default():
+    from videoprune.ask import AskConfig
+    from videoprune.bundle import ModelBundle
+
+    with pytest.raises(ValueError, match=r"num_frames must be an int in \[1, 10000\], got 0"):
+        AskConfig(num_frames=0)
+    bundle = ModelBundle(model=None, tokenizer=None, family="qwen2_5_vl", path="x", num_frames=16)
+    with pytest.raises(ValueError, match="num_frames must be an int >= 1, got 0"):
+        bundle.sampling(0)
+    assert bundle.sampling(None).num_frames == 16 and bundle.sampling(40).num_frames == 40
+
+
+def test_min_pixels_above_max_pixels_is_refused():
+    from videoprune.bundle import ModelBundle
+    from videoprune.video import clip_from_frames, preprocess
+
+    message = r"min_pixels \(20000\) must not exceed max_pixels \(10000\)"
+    with pytest.raises(ValueError, match=message):
+        ModelBundle(model=None, tokenizer=None, family="qwen2_5_vl", path="x", min_pixels=20000, max_pixels=10000)
+    clip = clip_from_frames(torch.zeros(2, 28, 28, 3, dtype=torch.uint8).numpy())
+    with pytest.raises(ValueError, match=message):
+        preprocess(clip, "qwen2_vl", min_pixels=20000, max_pixels=10000)
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, float("nan")])
+def test_rate_outside_0_1_is_refused_with_one_message(rate):
+    from videoprune.ask import AskConfig
+    from videoprune.video.analyze import AnalyzeConfig
+
+    for make in (lambda: EVSConfig(rate=rate), lambda: AskConfig(rate=rate), lambda: AnalyzeConfig(rate=rate),
+                 lambda: videoprune.core.retention_mask(_features(), GRID, 2, rate)):
+        with pytest.raises(ValueError, match=r"rate must be in \[0, 1\), got"):
+            make()
+
+
+def test_an_explicit_frame_count_above_max_frames_is_refused_not_capped():
+    from videoprune.video import SamplingConfig
+
+    with pytest.raises(ValueError, match=r"num_frames=5000 is more than max_frames=32; raise max_frames "
+                                         r"\(--max-frames 5000\)"):
+        SamplingConfig(num_frames=5000)
+
+
+# ---------------------------------------------------------------------------------------------
+# autograd: selection is not differentiable; inputs that require grad are accepted (detached)
+# ---------------------------------------------------------------------------------------------
+AUTOGRAD = {
+    "retention_mask": lambda grad: videoprune.core.retention_mask(_features(grad), GRID, 2, 0.5),
+    "threshold_mask": lambda grad: videoprune.core.threshold_mask(_features(grad), GRID, 2, 0.5),
+    "pixel_retention_mask": lambda grad: videoprune.core.pixel_retention_mask(_pixels(grad), GRID, 2, rate=0.5),
+    "embedding_dissimilarity": lambda grad: videoprune.core.embedding_dissimilarity(_features(grad), GRID, 2),
+    "pixel_dissimilarity": lambda grad: videoprune.core.pixel_dissimilarity(_pixels(grad), GRID, 2),
+}
+
+
+@pytest.mark.parametrize("fn", list(AUTOGRAD))
+def test_inputs_that_require_grad_give_the_detached_result(fn):
+    out = AUTOGRAD[fn](True)
+    assert torch.equal(out, AUTOGRAD[fn](False)) and not out.requires_grad

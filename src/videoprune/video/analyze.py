@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..core import pixel_retention_mask, retained_count, retention_mask, threshold_mask
+from ..validate import check_rate, check_threshold
 from .decode import Clip, SamplingConfig, VideoError, VideoLimits, decode
 from .preprocess import FAMILIES, FamilySpec, VideoTensors, get_family, preprocess
 
@@ -54,14 +55,10 @@ class AnalyzeConfig:
     def __post_init__(self) -> None:
         if self.rate is not None and self.threshold is not None:
             raise ValueError("give either --rate or --threshold, not both")
-        if self.rate is not None and (
-            isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)) or not (0.0 <= self.rate < 1.0)
-        ):
-            raise ValueError(f"rate must be in [0, 1), got {self.rate!r}")
-        if self.threshold is not None and not (
-            isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold) and self.threshold >= 0
-        ):
-            raise ValueError(f"threshold must be a finite number >= 0, got {self.threshold!r}")
+        if self.rate is not None:
+            self.rate = check_rate(self.rate)
+        if self.threshold is not None:
+            self.threshold = check_threshold(self.threshold)
         if self.rate is None and self.threshold is None:
             self.rate = DEFAULT_RATE
         if self.criterion is None:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..validate import check_num_frames
+
 __all__ = ["VideoError", "SamplingConfig", "VideoLimits", "Clip", "probe", "sample_indices", "decode", "clip_from_frames"]
 
 
@@ -61,8 +63,11 @@ class SamplingConfig:
             v = getattr(self, name)
             if v is None:
                 continue
-            if isinstance(v, bool) or not isinstance(v, int) or not (1 <= v <= MAX_FRAMES_LIMIT):
-                raise VideoError(f"{name} must be an int in [1, {MAX_FRAMES_LIMIT}], got {v!r}")
+            check_num_frames(v, name, upper=MAX_FRAMES_LIMIT, error=VideoError)
+        if self.num_frames is not None and self.num_frames > self.max_frames:
+            # an explicit count is never capped silently
+            raise VideoError(f"num_frames={self.num_frames} is more than max_frames={self.max_frames}; "
+                             f"raise max_frames (--max-frames {self.num_frames}) to sample that many")
 
     @property
     def target_fps(self) -> float | None:
