@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .hub import ASSETS, EMBEDDED, resolve
-from .validate import check_num_frames, check_pixel_budget
+from .validate import check_num_frames, check_pixel_budget, check_regular_file
 
 __all__ = ["ASSETS", "EMBEDDED", "SPEC_FILE", "ModelBundle", "load_bundle", "sample_question", "sample_video"]
 
@@ -114,12 +114,19 @@ class ModelBundle:
 
         path = self.resolve_scorer(scorer)
         saved = Path(path).with_name(SETTINGS_FILE)
-        fields = json.loads(saved.read_text()).get("stts", {}) if saved.exists() else {}
+        try:
+            fields = json.loads(saved.read_text()).get("stts", {}) if saved.exists() else {}
+        except (ValueError, AttributeError) as e:
+            raise ValueError(f"scorer settings file is corrupt: {saved} ({e})") from e
         fields = {k: v for k, v in fields.items() if k not in ("ratio", "scorer_path")}
         return STTSConfig(**fields, ratio=ratio, scorer_path=path)
 
     def resolve_scorer(self, name: str) -> str:
-        """'default' -> the STTS scorer shipped beside this model; anything else is a path."""
+        """'default' -> the STTS scorer shipped beside this model; anything else is a path to a scorer file.
+
+        Raises ValueError ``scorer file not found: <path>`` / ``not a regular file: <path> (...)``
+        before anything else reads the settings beside it.
+        """
         if name == "default":
             from .stts.weights import SCORER_FILE
 
@@ -127,7 +134,7 @@ class ModelBundle:
             if not p.exists():
                 raise FileNotFoundError(f"no STTS scorer ships with {self.path}; pass a scorer path")
             return str(p)
-        return name
+        return check_regular_file(name, "scorer file")
 
 
 def load_bundle(name_or_path: str = "default", dtype: torch.dtype | None = None, device: str | None = None) -> ModelBundle:

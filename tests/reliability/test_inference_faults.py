@@ -183,6 +183,98 @@ def test_disabled_switches_pruning_off_for_the_calling_thread_only():
 
 
 # ---------------------------------------------------------------------------------------------
+# bad files: one line naming the file and the cause
+# ---------------------------------------------------------------------------------------------
+SCORER_FIELDS = {"model_type": "x"}
+SCORER_ARCH = {"width": 4}
+
+
+def _scorer_file(tmp_path, kind: str) -> str:
+    from videoprune.stts.weights import save_scorer_state
+
+    good = tmp_path / "good.safetensors"
+    save_scorer_state(str(good), {"w": torch.ones(64, 64)}, SCORER_FIELDS, SCORER_ARCH)
+    path = tmp_path / f"{kind}.safetensors"
+    if kind == "truncated":
+        path.write_bytes(good.read_bytes()[:-100])
+    elif kind == "garbage":
+        path.write_bytes(b"this is not a safetensors file")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "directory":
+        path.mkdir()
+    return str(path)
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("truncated", "scorer file is corrupt: {path} ("),
+    ("garbage", "scorer file is corrupt: {path} ("),
+    ("empty", "scorer file is corrupt: {path} ("),
+    ("missing", "scorer file not found: {path}"),
+    ("directory", "not a regular file: {path} (a directory)"),
+])
+def test_bad_scorer_files_raise_one_line_value_errors(tmp_path, kind, message):
+    from videoprune.stts.weights import load_scorer_state
+
+    path = _scorer_file(tmp_path, kind)
+    with pytest.raises(ValueError) as e:
+        load_scorer_state(path, SCORER_FIELDS, SCORER_ARCH)
+    assert str(e.value).startswith(message.format(path=path)) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(("kind", "message"), [("missing", "scorer file not found: {path}"),
+                                               ("directory", "not a regular file: {path} (a directory)")])
+def test_patch_reports_a_bad_scorer_path_before_checking_the_settings(tmp_path, kind, message):
+    """STTSConfig's default prune_at does not fit the tiny Molmo2; the file problem is what gets reported."""
+    path = _scorer_file(tmp_path, kind)
+    model = stts_builders.build_molmo2()
+    with pytest.raises(ValueError) as e:
+        videoprune.patch(model, videoprune.STTSConfig(ratio=0.5, scorer_path=path))
+    assert str(e.value) == message.format(path=path)
+    assert not hasattr(model, "_videoprune_handle")
+
+
+def test_bundle_resolves_a_missing_scorer_path_to_a_not_found_error(tiny_bundle, tmp_path):
+    """ask --method stts --scorer PATH: a missing path is named as such, not as a prune_at problem."""
+    from videoprune.bundle import ModelBundle
+
+    bundle = ModelBundle(model=None, tokenizer=None, family="qwen2_5_vl", path=tiny_bundle)
+    missing = str(tmp_path / "nope.safetensors")
+    with pytest.raises(ValueError, match=f"^scorer file not found: {missing}$"):
+        bundle.stts_config(0.5, missing)
+    with pytest.raises(ValueError, match=f"^not a regular file: {tmp_path} \\(a directory\\)$"):
+        bundle.stts_config(0.5, str(tmp_path))
+
+
+def test_a_fifo_is_refused_as_a_video_without_opening_it(tmp_path):
+    """Opening a FIFO would block until a writer comes; it is refused from its file type."""
+    import os
+
+    from videoprune.video import probe
+
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=f"^not a regular file: {fifo} \\(a FIFO\\)$"):
+        probe(fifo)
+
+
+def test_dev_zero_is_refused_as_a_video():
+    from videoprune.video import decode
+
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero here")
+    with pytest.raises(ValueError, match=r"^not a regular file: /dev/zero \(a character device\)$"):
+        decode("/dev/zero")
+
+
+def test_a_directory_is_refused_as_a_video_by_the_cli(tmp_path, capsys):
+    from videoprune.cli import main
+
+    assert main(["analyze", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    assert capsys.readouterr().err.strip() == f"videoprune analyze: error: not a regular file: {tmp_path} (a directory)"
+
+
+# ---------------------------------------------------------------------------------------------
 # bad settings: one validator per parameter, the same message everywhere
 # ---------------------------------------------------------------------------------------------
 THRESHOLD_MESSAGE = "threshold must be a finite float >= 0"

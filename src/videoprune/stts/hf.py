@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from ..patch import _HANDLE_ATTR, PruneHandle, _per_thread, pruned_loss
+from ..validate import check_regular_file
 from .bias import key_bias
 from .config import STTSConfig
 from .loss import temporal_aux_loss
@@ -116,6 +117,11 @@ def patch_stts(model: torch.nn.Module, cfg: STTSConfig) -> STTSHandle:
     if target is None:
         raise ValueError(f"STTS has no integration for model_type {model_type!r} ({type(model).__name__}); "
                          f"supported: {', '.join(sorted(STTS_FAMILIES))}")
+    if cfg.scorer_path is not None:
+        if cfg.method != "learned":
+            raise ValueError(f"scorer_path is set but method={cfg.method!r} uses no scorer")
+        # a missing file must be reported as such, before the family checks the settings beside it
+        check_regular_file(cfg.scorer_path, "scorer file")
     mod, cls = target.split(":")
     family = getattr(importlib.import_module(mod), cls)(model, cfg)
     handle = STTSHandle(model=model, config=cfg, adapter=family)
@@ -125,8 +131,6 @@ def patch_stts(model: torch.nn.Module, cfg: STTSConfig) -> STTSHandle:
         handle.scorer = scorer.to(family.vision_device)
         if cfg.scorer_path is not None:
             handle.load_scorer(cfg.scorer_path)
-    elif cfg.scorer_path is not None:
-        raise ValueError(f"scorer_path is set but method={cfg.method!r} uses no scorer")
     family.install(handle)
     _wrap_outer_forward(handle, family)
     setattr(model, _HANDLE_ATTR, handle)

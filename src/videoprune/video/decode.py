@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..validate import check_num_frames
+from ..validate import check_num_frames, check_regular_file
 
 __all__ = ["VideoError", "SamplingConfig", "VideoLimits", "Clip", "probe", "sample_indices", "decode", "clip_from_frames"]
 
@@ -180,13 +180,10 @@ def _import_av():
 def _open(path):
     """Open ``path`` with PyAV and return (container, video stream), or raise VideoError."""
     av = _import_av()
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise VideoError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise VideoError(f"{path}: is a directory, not a video file")
+    # a FIFO or a device (/dev/zero) would block or stream forever: refused before it is opened
+    path = check_regular_file(path, "video file", error=VideoError)
     if os.path.getsize(path) == 0:
-        raise VideoError(f"{path}: file is empty, not a video")
+        raise VideoError(f"video file is empty: {path}")
     try:
         container = av.open(path)
     except (av.FFmpegError, EOFError, OSError) as e:
