@@ -20,7 +20,8 @@ import torch
 from .hub import ASSETS, EMBEDDED, resolve
 from .validate import check_num_frames, check_pixel_budget, check_regular_file
 
-__all__ = ["ASSETS", "EMBEDDED", "SPEC_FILE", "ModelBundle", "load_bundle", "sample_question", "sample_video"]
+__all__ = ["ASSETS", "EMBEDDED", "SPEC_FILE", "ModelBundle", "context_length", "estimate_video_tokens", "load_bundle",
+           "sample_question", "sample_video"]
 
 SPEC_FILE = "videoprune.json"
 SAMPLE_VIDEO = ASSETS / "sample.mp4"
@@ -79,6 +80,14 @@ class ModelBundle:
                               fps=self.fps, min_pixels=self.min_pixels, max_pixels=self.max_pixels,
                               system=self.system)
 
+    @property
+    def context_length(self) -> int | None:
+        """The language model's context: ``max_position_embeddings`` of the text config (None if unset)."""
+        return context_length(self.model.config)
+
+    def video_tokens(self, width: int, height: int, frames: int) -> int:
+        """LLM tokens (placeholders, plus Qwen3-VL's per-slice timestamp text, roughly) of ``frames`` frames of ``width x height``."""
+        return estimate_video_tokens(self.family, width, height, frames, self.min_pixels, self.max_pixels)
 
     def collate(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """Left-pad several ``inputs`` dicts into one batch (video tensors concatenated in order)."""
@@ -135,6 +144,35 @@ class ModelBundle:
                 raise FileNotFoundError(f"no STTS scorer ships with {self.path}; pass a scorer path")
             return str(p)
         return check_regular_file(name, "scorer file")
+
+
+def context_length(config) -> int | None:
+    """``max_position_embeddings`` of a model config's text config (None when it has none)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    n = getattr(text, "max_position_embeddings", None)
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
+def estimate_video_tokens(family: str, width: int, height: int, frames: int,
+                          min_pixels: int | None = None, max_pixels: int | None = None) -> int:
+    """LLM tokens one video of ``frames`` frames of ``width x height`` px takes in ``family``'s prompt.
+
+    The placeholders exactly (the preprocessing's own resize rule), plus for Qwen3-VL about 8
+    text tokens of ``<t seconds>`` per temporal slice. Computed from sizes alone: nothing is
+    decoded, so a request can be refused before any work.
+    """
+    import math
+
+    from .video.preprocess import _target_size, get_family
+
+    spec = get_family(family).with_pixels(min_pixels, max_pixels)
+    if spec.layout != "patches":  # LLaVA-OneVision: pooled grid per frame plus one newline token
+        return frames * spec.llava_pooled_side**2 + 1
+    h, w = _target_size(spec, frames, height, width)
+    slices = math.ceil(frames / spec.temporal_patch_size)
+    unit = spec.patch_size * spec.merge_size
+    per_slice = (h // unit) * (w // unit)
+    return slices * (per_slice + (8 if spec.frame_timestamps_in_prompt else 0))
 
 
 def load_bundle(name_or_path: str = "default", dtype: torch.dtype | None = None, device: str | None = None) -> ModelBundle:

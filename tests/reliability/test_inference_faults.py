@@ -15,6 +15,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "models"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "video"))
 
 pytest.importorskip("transformers")
 
@@ -180,6 +181,93 @@ def test_disabled_switches_pruning_off_for_the_calling_thread_only():
         t.join()
         assert torch.equal(result["out"], pruned)
         assert result["stats"].tokens_after < result["stats"].tokens_before
+
+
+# ---------------------------------------------------------------------------------------------
+# requests that cannot fit are refused before any work
+# ---------------------------------------------------------------------------------------------
+LONG_FRAMES = 300  # 112 px frames: 8 LLM tokens each, 2400 in all > the tiny QA model's 1024 positions
+
+
+def _no_decode(*args, **kwargs):
+    raise AssertionError("a frame was decoded for a request that should have been refused")
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory):
+    pytest.importorskip("av")
+    import clips
+
+    frames = clips.moving_bar_frames(LONG_FRAMES, 112, 112)
+    return clips.write_clip(tmp_path_factory.mktemp("long") / "long.mp4", frames)
+
+
+def test_ask_refuses_more_video_tokens_than_the_context_before_decoding(tiny_bundle, long_clip, monkeypatch):
+    """ask counts the video's tokens from its header and refuses past max_position_embeddings, decoding nothing."""
+    from videoprune.ask import AskConfig, ask
+
+    monkeypatch.setattr("videoprune.video.prompt.decode", _no_decode)
+    with pytest.raises(ValueError) as e:
+        ask(long_clip, "what moves?", AskConfig(model=tiny_bundle, num_frames=LONG_FRAMES, timing_runs=1))
+    msg = str(e.value)
+    assert msg.startswith("the request does not fit the model's context: 300 frames of 112x112 -> 2400 video tokens "
+                          "+ 8 new tokens = 2408 > 1024")
+    assert "at most 126 frames fit" in msg
+
+
+def test_ask_cli_reports_the_context_overflow_in_one_line(tiny_bundle, long_clip, capsys):
+    from videoprune.cli import main
+
+    code = main(["ask", long_clip, "what moves?", "--model", tiny_bundle, "--num-frames", str(LONG_FRAMES)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("videoprune ask: error: the request does not fit the model's context")
+
+
+def test_analyze_refuses_an_estimate_above_the_memory_limit_before_decoding(long_clip, monkeypatch, tmp_path):
+    """analyze estimates decoded + preprocessed bytes from the header and refuses past --max-memory-mb."""
+    from videoprune.video import SamplingConfig, VideoLimits
+    from videoprune.video.analyze import AnalyzeConfig, analyze
+
+    monkeypatch.setattr("videoprune.video.analyze.decode", _no_decode)
+    with pytest.raises(ValueError, match=r"long.mp4: analyzing 300 frames of 112x112 needs about [\d,]+ MiB, more "
+                                         r"than the limit of 64 MiB \(--max-memory-mb\); sample fewer frames"):
+        analyze(long_clip, AnalyzeConfig(out=str(tmp_path)), SamplingConfig(num_frames=300, max_frames=300),
+                VideoLimits(max_memory_mb=64))
+
+
+def test_decode_refuses_frames_above_the_memory_limit(long_clip):
+    from videoprune.video import SamplingConfig, VideoLimits, decode
+
+    with pytest.raises(ValueError, match="decoding 300 frames of 112x112 needs about 11 MiB, more than the limit of 1 MiB"):
+        decode(long_clip, SamplingConfig(num_frames=300, max_frames=300), VideoLimits(max_memory_mb=1))
+
+
+def test_an_explicit_frame_count_above_max_frames_is_refused_not_capped():
+    from videoprune.video import SamplingConfig
+
+    with pytest.raises(ValueError, match=r"num_frames=5000 is more than max_frames=32; raise max_frames "
+                                         r"\(--max-frames 5000\)"):
+        SamplingConfig(num_frames=5000)
+
+
+def test_contact_sheet_draws_at_most_64_frames_and_says_so(tmp_path):
+    """A clip of 80 sampled frames: the sheet shows 64 evenly spaced; the report notes it; counts cover all 80."""
+    import clips
+    from PIL import Image
+
+    from videoprune.video import clip_from_frames
+    from videoprune.video.analyze import MAX_SHEET_FRAMES, analyze_clip, format_summary, render_contact_sheet
+
+    clip = clip_from_frames(clips.moving_bar_frames(80, 56, 56), fps=10.0)
+    report = analyze_clip(clip)
+    png = render_contact_sheet(clip, report, str(tmp_path / "sheet.png"))
+    assert report.frames == 80 and len(report.kept_per_frame) == 40
+    assert report.notes == [f"contact sheet shows {MAX_SHEET_FRAMES} of 80 sampled frames, evenly spaced (at most "
+                            f"{MAX_SHEET_FRAMES} tiles, to bound its size); the counts cover all frames"]
+    assert "note         contact sheet shows 64 of 80" in format_summary(report)
+    with Image.open(png) as im:
+        assert im.height < 5000  # 11 rows of 6 tiles (4325 px), not the 14 rows of all 80 (5420 px)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,14 +439,6 @@ def test_rate_outside_0_1_is_refused_with_one_message(rate):
                  lambda: videoprune.core.retention_mask(_features(), GRID, 2, rate)):
         with pytest.raises(ValueError, match=r"rate must be in \[0, 1\), got"):
             make()
-
-
-def test_an_explicit_frame_count_above_max_frames_is_refused_not_capped():
-    from videoprune.video import SamplingConfig
-
-    with pytest.raises(ValueError, match=r"num_frames=5000 is more than max_frames=32; raise max_frames "
-                                         r"\(--max-frames 5000\)"):
-        SamplingConfig(num_frames=5000)
 
 
 # ---------------------------------------------------------------------------------------------
