@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["AskConfig", "AskResult", "ask", "format_answer", "ASK_METHODS"]
+from .validate import check_num_frames, check_rate, check_threshold
+from .video.decode import MAX_FRAMES_LIMIT
+
+__all__ = ["AskConfig", "AskResult", "ask", "check_request_fits", "format_answer", "ASK_METHODS"]
 
 ASK_METHODS = ("evs", "evs-pixel", "evs-pre", "random", "stts", "none")
 DEFAULT_RATE = 0.75
@@ -36,7 +39,9 @@ class AskConfig:
         "pruning rate in [0, 1), exclusive with --threshold (default: the video_pruning_rate a `videoprune train` "
         f"export records in its config when above 0, else {DEFAULT_RATE})")})
     threshold: float | None = field(default=None, metadata={"help": "EVS threshold mode instead of a rate"})
-    num_frames: int | None = field(default=None, metadata={"help": "frames to sample (default: the model's)"})
+    num_frames: int | None = field(default=None, metadata={"help": f"frames to sample, in [1, {MAX_FRAMES_LIMIT}] "
+                                                                   "(default: the model's); refused when the video's "
+                                                                   "tokens do not fit the model's context"})
     max_new_tokens: int = field(default=8, metadata={"help": "longest answer generated"})
     scorer: str = field(default="default", metadata={"help": "method stts: scorer weights ('default' = shipped with the model)"})
     timing_runs: int = field(default=5, metadata={"help": "timed TTFT runs per setting, unpruned and pruned "
@@ -49,8 +54,12 @@ class AskConfig:
             raise ValueError("give --rate or --threshold, not both")
         if self.threshold is not None and self.method not in ("evs", "evs-pixel", "evs-pre"):
             raise ValueError(f"--threshold applies to the EVS methods, not {self.method!r}")
-        if self.rate is not None and not 0.0 <= self.rate < 1.0:
-            raise ValueError(f"rate must be in [0, 1), got {self.rate}")
+        if self.rate is not None:
+            self.rate = check_rate(self.rate)
+        if self.threshold is not None:
+            self.threshold = check_threshold(self.threshold)
+        if self.num_frames is not None:
+            check_num_frames(self.num_frames, upper=MAX_FRAMES_LIMIT)
         if self.max_new_tokens < 1 or self.timing_runs < 1:
             raise ValueError("max_new_tokens and timing_runs must be >= 1")
 
@@ -123,6 +132,42 @@ def _prune_config(cfg: AskConfig, bundle, rate: float | None):
     return EVSConfig(**kw)
 
 
+def _check_context(bundle, tokens: int, max_new_tokens: int, what: str, hint: str = "") -> None:
+    ctx = bundle.context_length
+    if ctx is not None and tokens + max_new_tokens > ctx:
+        raise ValueError(f"the request does not fit the model's context: {what} + {max_new_tokens} new tokens = "
+                         f"{tokens + max_new_tokens} > {ctx} (max_position_embeddings of {bundle.path}); "
+                         f"pruning does not help, the model sees unpruned positions{hint}")
+
+
+def check_request_fits(bundle, info, num_frames: int | None, max_new_tokens: int) -> int:
+    """Refuse (ValueError) a video whose tokens alone exceed the model's context; returns the frames sampled.
+
+    From the video's header (``info``, :func:`videoprune.video.probe`) and the bundle's
+    preprocessing only: nothing is decoded or run. The exact prompt length is checked again
+    after tokenization, before the model runs.
+    """
+    from .video.decode import sample_indices
+
+    sampling = bundle.sampling(num_frames)
+    frames = len(sample_indices(info.total_frames, info.fps, sampling))
+    tokens = bundle.video_tokens(info.width, info.height, frames)
+    ctx = bundle.context_length
+    if ctx is None or tokens + max_new_tokens <= ctx:
+        return frames
+    lo, hi = 0, frames  # most frames that fit, assuming tokens grow with frames
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if bundle.video_tokens(info.width, info.height, mid) + max_new_tokens <= ctx:
+            lo = mid
+        else:
+            hi = mid - 1
+    hint = f"; lower --num-frames (at most {lo} frames fit)" if lo >= 1 else "; this video does not fit at any frame count"
+    _check_context(bundle, tokens, max_new_tokens, f"{frames} frames of {info.width}x{info.height} -> {tokens} video tokens",
+                   hint)
+    return frames
+
+
 def _generate(model, inputs, max_new_tokens: int, eos: int | None) -> torch.Tensor:
     with torch.no_grad():
         return model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos)
@@ -147,14 +192,18 @@ def ask(video, question: str, cfg: AskConfig | None = None) -> AskResult:
     from .bundle import load_bundle
 
     cfg = cfg or AskConfig()
+    info = None
     if isinstance(video, (str, bytes)) or hasattr(video, "__fspath__"):
         from .video import probe
 
-        probe(video)  # fail on a missing or broken file before loading a model
+        info = probe(video)  # fail on a missing or broken file before loading a model
     bundle = load_bundle(cfg.model)
+    if info is not None:  # refuse a request that cannot fit before decoding a frame
+        check_request_fits(bundle, info, cfg.num_frames, cfg.max_new_tokens)
     model, tok = bundle.model, bundle.tokenizer
     inputs = bundle.inputs(video, question, num_frames=cfg.num_frames)
     prompt_len = inputs["input_ids"].shape[1]
+    _check_context(bundle, prompt_len, cfg.max_new_tokens, f"{prompt_len} prompt tokens")
     eos = tok.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tok.get_vocab() else tok.eos_token_id
 
     def decode(out):

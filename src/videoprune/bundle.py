@@ -18,8 +18,10 @@ from typing import Any
 import torch
 
 from .hub import ASSETS, EMBEDDED, resolve
+from .validate import check_num_frames, check_pixel_budget, check_regular_file
 
-__all__ = ["ASSETS", "EMBEDDED", "SPEC_FILE", "ModelBundle", "load_bundle", "sample_question", "sample_video"]
+__all__ = ["ASSETS", "EMBEDDED", "SPEC_FILE", "ModelBundle", "context_length", "estimate_video_tokens", "load_bundle",
+           "sample_question", "sample_video"]
 
 SPEC_FILE = "videoprune.json"
 SAMPLE_VIDEO = ASSETS / "sample.mp4"
@@ -54,15 +56,38 @@ class ModelBundle:
     system: str | None = None
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if self.num_frames is not None:
+            check_num_frames(self.num_frames)
+        check_pixel_budget(self.min_pixels, self.max_pixels)
+
+    def sampling(self, num_frames: int | None = None):
+        """The :class:`~videoprune.video.SamplingConfig` for ``num_frames`` (None: this model's default).
+
+        An explicit count is taken as asked (``max_frames`` raised to it), never capped silently;
+        0 or a negative count is a ValueError, not "the default".
+        """
+        from .video import SamplingConfig
+
+        n = self.num_frames if num_frames is None else check_num_frames(num_frames)
+        return SamplingConfig(num_frames=n, max_frames=max(n, 32)) if n else SamplingConfig(fps=self.fps)
+
     def inputs(self, video, question: str, num_frames: int | None = None) -> dict[str, torch.Tensor]:
         """``prepare_inputs`` for one (video, question) with this model's preprocessing."""
-        from .video import SamplingConfig, prepare_inputs
+        from .video import prepare_inputs
 
-        n = num_frames or self.num_frames
-        sampling = SamplingConfig(num_frames=n, max_frames=max(n, 32)) if n else SamplingConfig(fps=self.fps)
-        return prepare_inputs(video, question, self.tokenizer, family=self.family, sampling=sampling,
+        return prepare_inputs(video, question, self.tokenizer, family=self.family, sampling=self.sampling(num_frames),
                               fps=self.fps, min_pixels=self.min_pixels, max_pixels=self.max_pixels,
                               system=self.system)
+
+    @property
+    def context_length(self) -> int | None:
+        """The language model's context: ``max_position_embeddings`` of the text config (None if unset)."""
+        return context_length(self.model.config)
+
+    def video_tokens(self, width: int, height: int, frames: int) -> int:
+        """LLM tokens (placeholders, plus Qwen3-VL's per-slice timestamp text, roughly) of ``frames`` frames of ``width x height``."""
+        return estimate_video_tokens(self.family, width, height, frames, self.min_pixels, self.max_pixels)
 
     def collate(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """Left-pad several ``inputs`` dicts into one batch (video tensors concatenated in order)."""
@@ -98,12 +123,19 @@ class ModelBundle:
 
         path = self.resolve_scorer(scorer)
         saved = Path(path).with_name(SETTINGS_FILE)
-        fields = json.loads(saved.read_text()).get("stts", {}) if saved.exists() else {}
+        try:
+            fields = json.loads(saved.read_text()).get("stts", {}) if saved.exists() else {}
+        except (ValueError, AttributeError) as e:
+            raise ValueError(f"scorer settings file is corrupt: {saved} ({e})") from e
         fields = {k: v for k, v in fields.items() if k not in ("ratio", "scorer_path")}
         return STTSConfig(**fields, ratio=ratio, scorer_path=path)
 
     def resolve_scorer(self, name: str) -> str:
-        """'default' -> the STTS scorer shipped beside this model; anything else is a path."""
+        """'default' -> the STTS scorer shipped beside this model; anything else is a path to a scorer file.
+
+        Raises ValueError ``scorer file not found: <path>`` / ``not a regular file: <path> (...)``
+        before anything else reads the settings beside it.
+        """
         if name == "default":
             from .stts.weights import SCORER_FILE
 
@@ -111,7 +143,36 @@ class ModelBundle:
             if not p.exists():
                 raise FileNotFoundError(f"no STTS scorer ships with {self.path}; pass a scorer path")
             return str(p)
-        return name
+        return check_regular_file(name, "scorer file")
+
+
+def context_length(config) -> int | None:
+    """``max_position_embeddings`` of a model config's text config (None when it has none)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    n = getattr(text, "max_position_embeddings", None)
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
+def estimate_video_tokens(family: str, width: int, height: int, frames: int,
+                          min_pixels: int | None = None, max_pixels: int | None = None) -> int:
+    """LLM tokens one video of ``frames`` frames of ``width x height`` px takes in ``family``'s prompt.
+
+    The placeholders exactly (the preprocessing's own resize rule), plus for Qwen3-VL about 8
+    text tokens of ``<t seconds>`` per temporal slice. Computed from sizes alone: nothing is
+    decoded, so a request can be refused before any work.
+    """
+    import math
+
+    from .video.preprocess import _target_size, get_family
+
+    spec = get_family(family).with_pixels(min_pixels, max_pixels)
+    if spec.layout != "patches":  # LLaVA-OneVision: pooled grid per frame plus one newline token
+        return frames * spec.llava_pooled_side**2 + 1
+    h, w = _target_size(spec, frames, height, width)
+    slices = math.ceil(frames / spec.temporal_patch_size)
+    unit = spec.patch_size * spec.merge_size
+    per_slice = (h // unit) * (w // unit)
+    return slices * (per_slice + (8 if spec.frame_timestamps_in_prompt else 0))
 
 
 def load_bundle(name_or_path: str = "default", dtype: torch.dtype | None = None, device: str | None = None) -> ModelBundle:
@@ -142,4 +203,7 @@ def load_bundle(name_or_path: str = "default", dtype: torch.dtype | None = None,
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     family = spec.pop("family", model.config.model_type)
     known = {k: spec.pop(k) for k in ("num_frames", "fps", "frame_size", "min_pixels", "max_pixels", "system") if k in spec}
-    return ModelBundle(model=model, tokenizer=tokenizer, family=family, path=str(path), extra=spec, **known)
+    try:
+        return ModelBundle(model=model, tokenizer=tokenizer, family=family, path=str(path), extra=spec, **known)
+    except ValueError as e:
+        raise ValueError(f"{local / SPEC_FILE}: {e}") from e

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+
+from .validate import check_fraction, check_rate, check_threshold
 
 __all__ = ["EVSConfig"]
 
@@ -27,8 +28,8 @@ class EVSConfig:
     )
     threshold: float | None = field(
         default=None,
-        metadata={"help": "keep tokens whose dissimilarity to the previous temporal slice exceeds this "
-                          "(exclusive with rate)."},
+        metadata={"help": "keep tokens whose dissimilarity to the previous temporal slice exceeds this, "
+                          ">= 0 (exclusive with rate)."},
     )
     min_keep_fraction: float = field(
         default=0.0, metadata={"help": "threshold mode: keep at least this fraction of each video's tokens."}
@@ -63,22 +64,14 @@ class EVSConfig:
         if self.rate is None and self.threshold is None:
             self.rate = 0.75
         if self.rate is not None:
-            if isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)) or math.isnan(self.rate) \
-                    or not 0.0 <= self.rate < 1.0:
-                raise ValueError(f"rate must be a float in [0, 1), got {self.rate!r}")
-            self.rate = float(self.rate)
+            self.rate = check_rate(self.rate)
             if (self.min_keep_fraction, self.max_keep_fraction) != (0.0, 1.0):
                 raise ValueError("min_keep_fraction / max_keep_fraction apply to threshold mode only; "
                                  "set threshold instead of rate, or leave them at 0.0 / 1.0")
         if self.threshold is not None:
-            if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
-                    or not math.isfinite(self.threshold):
-                raise ValueError(f"threshold must be a finite float, got {self.threshold!r}")
-            self.threshold = float(self.threshold)
+            self.threshold = check_threshold(self.threshold)
         for name in ("min_keep_fraction", "max_keep_fraction"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be a float in [0, 1], got {v!r}")
+            setattr(self, name, check_fraction(getattr(self, name), name))
         if self.min_keep_fraction > self.max_keep_fraction:
             raise ValueError(f"min_keep_fraction ({self.min_keep_fraction}) must not exceed "
                              f"max_keep_fraction ({self.max_keep_fraction})")

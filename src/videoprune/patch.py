@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,34 +68,88 @@ class _DecodeState:
     delta: torch.Tensor  # (B, 1): unpruned position = pruned slot + delta
 
 
-@dataclass
+class _PerThread(threading.local):
+    """What one call of a patched model carries from wrapper to wrapper, kept per thread.
+
+    A ``threading.local``: each thread that calls the model sees its own fresh copy, so two
+    threads running ``generate`` on one patched model never read each other's inputs, plans or
+    decode state (torch releases the GIL inside kernels, so their steps do interleave).
+    """
+
+    def __init__(self):
+        self.call: dict | None = None  # the inner forward's inputs, during that forward
+        self.state: _DecodeState | None = None  # the last pruned prefill's layout, for decode steps
+        self.plan: KeepPlan | None = None  # plan of the last pruned prefill (labels are gathered with it)
+        self.stats: PruneStats | None = None
+        # (encoder output, its inputs) of recent get_video_features calls: generate encodes videos
+        # before the first forward and passes only the features (no grid, no pixels).
+        self.encoded: list = []
+        # (pixel_values_videos, keep mask) of recent pre-encoder encodes: the LLM-side plan reuses the mask.
+        self.pre_keep: list = []
+        self.stts_encoded: list = []  # STTS: (features, keep, ...) of recent encodes
+        self.aux_loss: torch.Tensor | None = None  # STTS: the last training call's auxiliary loss
+        self.last_selection: tuple = ()  # STTS: per video of the last call
+        self.disabled: int = 0  # depth of `disabled()` blocks entered by this thread
+
+
+def _per_thread(name: str, doc: str) -> property:
+    def get(self):
+        return getattr(self._local, name)
+
+    def set(self, value):
+        setattr(self._local, name, value)
+
+    return property(get, set, doc=doc)
+
+
+@dataclass(eq=False)
 class PruneHandle:
-    """Returned by :func:`patch`; ``remove()`` undoes it, ``stats`` describes the last prefill."""
+    """Returned by :func:`patch`; ``remove()`` undoes it, ``stats`` describes the last prefill.
+
+    Thread safety: one patched model may be called (``forward``, ``generate``) from several
+    threads at once, with the same results as the calls run one after another. Everything a
+    call carries between the wrapped methods (its inputs, its keep plan, the decode state that
+    maps generate's full-length mask onto the pruned cache) is per thread, and so are
+    ``stats`` (the last pruned prefill *of the calling thread*; None in a thread that has not
+    run one) and :func:`disabled` (it switches pruning off for the calling thread only).
+    ``enabled`` is one switch for all threads: set it between calls, never while another thread
+    is inside one. Two calls interleaved in *one* thread (a generator driving two generates
+    step by step) are not supported. After ``remove()`` only the calling thread's ``stats`` stay
+    readable. ``criterion='random'`` draws depend on the global call
+    order, so concurrent random-criterion runs keep tokens in a different order than a
+    sequential run would. Loading a scorer or calling ``remove()`` while calls are running is
+    not supported.
+    """
 
     model: torch.nn.Module
     config: EVSConfig
     adapter: Any
     enabled: bool = True
-    stats: PruneStats | None = None
     _swaps: MethodSwaps = field(default_factory=MethodSwaps)  # the wrapped methods, undone by remove()
-    _call: dict | None = None
-    _state: _DecodeState | None = None
-    _plan: KeepPlan | None = None  # plan of the last pruned prefill (labels are gathered with it)
-    # (encoder output, its inputs) of recent get_video_features calls: generate encodes videos
-    # before the first forward and passes only the features (no grid, no pixels).
-    _encoded: list = field(default_factory=list)
-    # (pixel_values_videos, keep mask) of recent pre-encoder encodes: the LLM-side plan reuses the mask.
-    _pre_keep: list = field(default_factory=list)
+    _local: _PerThread = field(default_factory=_PerThread, repr=False)
+
+    stats = _per_thread("stats", "PruneStats of the calling thread's last pruned prefill (None before one).")
+    _call = _per_thread("call", "the current inner forward's inputs (this thread)")
+    _state = _per_thread("state", "decode state of this thread's last pruned prefill")
+    _plan = _per_thread("plan", "KeepPlan of this thread's last pruned prefill")
+    _encoded = _per_thread("encoded", "this thread's recent (encoder output, inputs)")
+    _pre_keep = _per_thread("pre_keep", "this thread's recent (pixels, pre-encoder keep mask)")
+
+    @property
+    def active(self) -> bool:
+        """Whether a call made now by this thread is pruned: ``enabled`` and not inside :func:`disabled`."""
+        return self.enabled and not self._local.disabled
 
     def remove(self) -> None:
         """Restore every wrapped method exactly (instance attributes as they were) and forget the handle."""
         if getattr(self.model, _HANDLE_ATTR, None) is not self:
             raise RuntimeError("this PruneHandle was already removed")
         self._swaps.restore()
-        self._encoded.clear()
-        self._pre_keep.clear()
-        self._state = None
-        self._plan = None
+        # drop every thread's cached features, plans and decode state; the calling thread's
+        # results (stats, STTS aux loss and selection) stay readable after remove()
+        old, self._local = self._local, _PerThread()
+        for name in ("stats", "aux_loss", "last_selection"):
+            setattr(self._local, name, getattr(old, name))
         delattr(self.model, _HANDLE_ATTR)
 
 
@@ -164,7 +219,7 @@ def _install(handle: PruneHandle) -> None:
     @functools.wraps(encode)
     def get_video_features(*args, **kwargs):
         inputs = encode_sig.bind_partial(*args, **kwargs).arguments
-        if handle.enabled and _is_pre_encoder(handle):
+        if handle.active and _is_pre_encoder(handle):
             out = _encode_pre_encoder(handle, inputs)
         else:
             out = encode(*args, **kwargs)
@@ -174,28 +229,30 @@ def _install(handle: PruneHandle) -> None:
     @functools.wraps(inner_fwd)
     def inner_forward(*args, **kwargs):
         call = inner_sig.bind_partial(*args, **kwargs).arguments if args else kwargs
-        handle._call = call
+        outer, handle._call = handle._call, call
         try:
             return inner_fwd(*args, **kwargs)
         finally:
-            handle._call = None
+            handle._call = outer
 
     @functools.wraps(lm_fwd)
     def lm_forward(*args, **kwargs):
         if args:
             raise TypeError("videoprune expects the language model to be called with keyword arguments")
-        if not handle.enabled:
-            return lm_fwd(**kwargs)
         past = cached_length(kwargs)
         if past == 0:
             handle._state = None
+            if not handle.active:
+                return lm_fwd(**kwargs)
             call = _resolve_call(handle) if handle._call is not None else None
             layout = adapter.video_layout(call) if call is not None else None
             if layout is None:
                 return lm_fwd(**kwargs)
             return lm_fwd(**_prefill(handle, layout, kwargs, call))
-        if handle._state is None:
+        if handle._state is None:  # this thread's prefill was not pruned
             return lm_fwd(**kwargs)
+        # a pruned prefill's cache stays pruned: its decode steps are mapped even if pruning was
+        # switched off meanwhile (passing the full-length mask through would not fit the cache)
         return lm_fwd(**_decode(handle, kwargs, past))
 
     wrapped = [(inner, "forward", inner_forward), (lm, "forward", lm_forward),
@@ -206,7 +263,7 @@ def _install(handle: PruneHandle) -> None:
         @functools.wraps(outer_fwd)
         def outer_forward(*args, **kwargs):
             labels = kwargs.pop("labels", None)
-            if labels is None or not handle.enabled:
+            if labels is None or not handle.active:
                 return outer_fwd(*args, **kwargs) if labels is None else outer_fwd(*args, labels=labels, **kwargs)
             return _forward_with_labels(handle, outer_fwd, args, kwargs, labels)
 
@@ -401,12 +458,15 @@ def _handle_of(model) -> PruneHandle:
 
 @contextlib.contextmanager
 def disabled(model: torch.nn.Module):
-    """Temporarily run ``model`` unpruned (exactly the original computation); restores on exit."""
+    """Temporarily run ``model`` unpruned (exactly the original computation); restores on exit.
+
+    Per thread: calls made by other threads meanwhile are pruned as before.
+    """
     handle = _handle_of(model)
-    was = handle.enabled
-    handle.enabled = False
-    handle._state = None
+    local = handle._local
+    local.disabled += 1
+    local.state = None
     try:
         yield handle
     finally:
-        handle.enabled = was
+        local.disabled -= 1

@@ -67,7 +67,7 @@ def test_json_file_and_stdout_report_are_identical(clip_path, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["missing.mp4"], "no such file"),
+        (["missing.mp4"], "video file not found: missing.mp4"),
         (["{notvideo}"], "not a video"),
         (["{clip}", "--rate", "1.5"], "rate must be in [0, 1)"),
         (["{clip}", "--fps", "0"], "fps must be in"),
@@ -87,7 +87,7 @@ def test_bad_input_exits_nonzero_with_one_line_and_no_traceback(args, message, c
 
 
 def test_debug_flag_lets_the_exception_through(tmp_path):
-    with pytest.raises(ValueError, match="no such file"):
+    with pytest.raises(ValueError, match="video file not found"):
         main(["analyze", str(tmp_path / "missing.mp4"), "--debug"])
 
 

@@ -7,7 +7,7 @@ from videoprune.video import SamplingConfig, VideoError, VideoLimits, decode, pr
 
 
 def test_missing_file_is_reported(tmp_path):
-    with pytest.raises(VideoError, match="no such file"):
+    with pytest.raises(VideoError, match="video file not found"):
         decode(tmp_path / "nope.mp4")
 
 

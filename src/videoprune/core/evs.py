@@ -9,6 +9,12 @@ Selection rule (rate mode, methods.md §1.1, identical to vLLM / SGLang):
   d[t, h, w] = 1 - cos(E[t, h, w], E[t-1, h, w]) for t >= 1, +inf for frame 0;
   keep the K = max(H'W', int(T'H'W' * (1 - rate))) tokens of largest d, chosen globally over
   the video, ties broken by raster index (lower index wins).
+
+Autograd: selection is not differentiable (a hard top-k on a score), so every function here
+works on detached inputs and returns tensors without a gradient history: inputs that require
+grad (features mid-training) are accepted, nothing is back-propagated through them.
+Parameters are checked by the shared validators of :mod:`videoprune.validate` (``rate`` in
+[0, 1), ``threshold`` >= 0, fractions in [0, 1]).
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import math
 from collections.abc import Sequence
 
 import torch
+
+from ..validate import check_fraction, check_rate, check_threshold
 
 __all__ = [
     "COSINE_EPS",
@@ -44,18 +52,11 @@ GridLike = torch.Tensor | Sequence[int] | Sequence[Sequence[int]]
 # validation helpers
 # --------------------------------------------------------------------------------------------
 def _check_rate(rate: float, name: str = "rate") -> float:
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
-        raise ValueError(f"{name} must be a float in [0, 1), got {rate!r}")
-    rate = float(rate)
-    if not (0.0 <= rate < 1.0) or math.isnan(rate):
-        raise ValueError(f"{name} must be in [0, 1), got {rate}")
-    return rate
+    return check_rate(rate, name)
 
 
 def _check_fraction(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= float(value) <= 1.0):
-        raise ValueError(f"{name} must be a float in [0, 1], got {value!r}")
-    return float(value)
+    return check_fraction(value, name)
 
 
 def _check_merge(spatial_merge_size: int) -> int:
@@ -239,6 +240,7 @@ def embedding_dissimilarity(features: torch.Tensor, grid_thw: GridLike, spatial_
     """
     grids = normalize_grids(grid_thw, spatial_merge_size)
     _check_tokens(features, "features", grids)
+    features = features.detach()  # a score for a hard selection: no gradient (module docstring)
     out = []
     for (t, h, w), sl in _video_slices(grids):
         x = features[sl]
@@ -272,6 +274,7 @@ def pixel_dissimilarity(
     grids = normalize_grids(grid_thw, spatial_merge_size)
     unit = spatial_merge_size**2
     _check_tokens(pixel_values, "pixel_values", grids, row_width=unit)
+    pixel_values = pixel_values.detach()
     out = []
     for (t, h, w), sl in _video_slices(grids, row_width=unit):
         x = pixel_values[sl].float().reshape(t * h * w, -1)  # one row per LLM token
@@ -355,8 +358,7 @@ def select_by_threshold(
     frame) by taking the largest d, ties to the lower index, so a static clip keeps fewer
     tokens than a busy one but never fewer than the floor. Returns a bool mask ``(N,)``.
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-        raise ValueError(f"threshold must be a finite float, got {threshold!r}")
+    threshold = check_threshold(threshold)
     lo = _check_fraction(min_keep_fraction, "min_keep_fraction")
     hi = _check_fraction(max_keep_fraction, "max_keep_fraction")
     if lo > hi:
@@ -378,6 +380,7 @@ def select_by_threshold(
 def _check_dissimilarity(d: torch.Tensor, grids: list[tuple[int, int, int]]) -> torch.Tensor:
     if not isinstance(d, torch.Tensor) or d.dim() != 1 or not d.is_floating_point():
         raise ValueError("dissimilarity must be a 1-D floating tensor")
+    d = d.detach()
     n = sum(t * h * w for t, h, w in grids)
     if d.shape[0] != n:
         raise ValueError(f"dissimilarity has {d.shape[0]} entries but grid_thw implies {n} tokens")
@@ -411,7 +414,8 @@ def threshold_mask(
     min_keep_fraction: float = 0.0,
     max_keep_fraction: float = 1.0,
 ) -> torch.Tensor:
-    """EVS threshold mode on embeddings; see :func:`select_by_threshold`."""
+    """EVS threshold mode on embeddings; see :func:`select_by_threshold`. ``threshold`` >= 0."""
+    check_threshold(threshold)
     d = embedding_dissimilarity(features, grid_thw, spatial_merge_size)
     return select_by_threshold(d, grid_thw, spatial_merge_size, threshold, min_keep_fraction, max_keep_fraction)
 
@@ -430,6 +434,8 @@ def pixel_retention_mask(
         raise ValueError("give exactly one of rate or threshold")
     if rate is not None:
         _check_rate(rate)
+    else:
+        check_threshold(threshold)
     d = pixel_dissimilarity(pixel_values, grid_thw, spatial_merge_size)
     if rate is not None:
         return select_by_rate(d, grid_thw, spatial_merge_size, rate)

@@ -9,6 +9,7 @@ criterion, and how to prune any extra per-token language-model inputs (Qwen3-VL 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -87,6 +88,9 @@ class ModelAdapter:
                              "pass the *ForConditionalGeneration model or its inner *Model")
         self.language_model = self.inner.language_model
         self.config = getattr(model, "config")
+        # criterion='random' draws fresh scores per call; next() on a count is atomic under the
+        # GIL, so concurrent calls never share a draw (a += on an attribute could)
+        self._random_calls = itertools.count(1)
 
     # ---- checks ------------------------------------------------------------------------------
     def check_config(self, cfg: EVSConfig) -> None:
@@ -135,8 +139,8 @@ class ModelAdapter:
             d = embedding_dissimilarity(features, grid, merge)
         elif cfg.criterion == "random":
             # a fresh, reproducible draw per call, so videos do not all share one pattern
-            self._random_calls = getattr(self, "_random_calls", 0) + 1
-            d = random_dissimilarity(grid, merge, seed=cfg.seed * 1_000_003 + self._random_calls, device=features.device)
+            d = random_dissimilarity(grid, merge, seed=cfg.seed * 1_000_003 + next(self._random_calls),
+                                     device=features.device)
         else:
             d = self.pixel_dissimilarity(call, layout)
         if cfg.rate is not None:

@@ -184,7 +184,7 @@ class Molmo2STTS:
 
         @functools.wraps(encode_orig)
         def get_video_features(*args, **kwargs):
-            if not handle.enabled:
+            if not handle.active:
                 return encode_orig(*args, **kwargs)
             a = enc_sig.bind_partial(*args, **kwargs).arguments
             pooled, keeps = self.encode(handle, a["pixel_values_videos"], a["video_token_pooling"], a["video_grids"])
@@ -196,13 +196,13 @@ class Molmo2STTS:
         def forward(*args, **kwargs):
             call = inner_sig.bind_partial(*args, **kwargs).arguments
             call.update(call.pop("kwargs", None) or {})
-            if not handle.enabled:
-                return inner_fwd(**call)
             past = cached_length(call)
             if past == 0:
                 handle._state = None
+                if not handle.active:
+                    return inner_fwd(**call)
                 return inner_fwd(**self._prefill(handle, call))
-            if handle._state is None:
+            if handle._state is None:  # this thread's prefill was not pruned
                 return inner_fwd(**call)
             return inner_fwd(**self._decode(handle, call, past))
 

@@ -116,7 +116,7 @@ class Qwen2_5_VLSTTS(Qwen2_5_VLAdapter):
         def get_video_features(*args, **kwargs):
             a = sig.bind_partial(*args, **kwargs).arguments
             a.update(a.pop("kwargs", None) or {})
-            if not handle.enabled:
+            if not handle.active:
                 return encode_orig(**a)
             pixels, grid = a["pixel_values_videos"], a.get("video_grid_thw")
             if grid is None:

@@ -33,8 +33,8 @@ from typing import Any
 
 import torch
 
-from ..core.plan import KeepPlan
-from ..patch import _HANDLE_ATTR, PruneHandle, pruned_loss
+from ..patch import _HANDLE_ATTR, PruneHandle, _per_thread, pruned_loss
+from ..validate import check_regular_file
 from .bias import key_bias
 from .config import STTSConfig
 from .loss import temporal_aux_loss
@@ -51,7 +51,7 @@ STTS_FAMILIES: dict[str, str] = {
 }
 
 
-@dataclass
+@dataclass(eq=False)
 class STTSHandle(PruneHandle):
     """:class:`~videoprune.patch.PruneHandle` plus the scorer and the last auxiliary loss.
 
@@ -59,17 +59,20 @@ class STTSHandle(PruneHandle):
         scorer: the :class:`STTSScorer` (float32, on the vision tower's device); None for the
             baselines. It is *not* a submodule of the model (so ``save_pretrained`` never
             includes it): give ``handle.scorer.parameters()`` to the optimizer.
-        aux_loss: the temporal auxiliary loss of the last training-mode call with video
-            (already weighted by ``aux_loss_weight``), else None.
-        last_selection: per video of the last call, the :class:`VideoSelection`.
+        aux_loss: the temporal auxiliary loss of the calling thread's last training-mode call
+            with video (already weighted by ``aux_loss_weight``), else None.
+        last_selection: per video of the calling thread's last call, the :class:`VideoSelection`.
+
+    Thread safety as for :class:`~videoprune.patch.PruneHandle`: ``stats``, ``aux_loss`` and
+    ``last_selection`` are per thread.
     """
 
     scorer: torch.nn.Module | None = None
-    aux_loss: torch.Tensor | None = None
-    last_selection: tuple = ()
     fingerprint_fields: dict = field(default_factory=dict)
-    _plan: KeepPlan | None = None
-    _stts_encoded: list = field(default_factory=list)
+
+    aux_loss = _per_thread("aux_loss", "the calling thread's last auxiliary loss (training), else None")
+    last_selection = _per_thread("last_selection", "per video of the calling thread's last call")
+    _stts_encoded = _per_thread("stts_encoded", "this thread's recent STTS encodes")
 
     def _scorer_arch(self) -> dict:
         cfg = self.config
@@ -87,11 +90,6 @@ class STTSHandle(PruneHandle):
             raise ValueError(f"method={self.config.method!r} has no learned scorer to load into")
         state = load_scorer_state(path, self.fingerprint_fields, self._scorer_arch())
         self.scorer.load_state_dict(state)
-
-    def remove(self) -> None:
-        super().remove()
-        self._stts_encoded.clear()
-        self._plan = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +117,11 @@ def patch_stts(model: torch.nn.Module, cfg: STTSConfig) -> STTSHandle:
     if target is None:
         raise ValueError(f"STTS has no integration for model_type {model_type!r} ({type(model).__name__}); "
                          f"supported: {', '.join(sorted(STTS_FAMILIES))}")
+    if cfg.scorer_path is not None:
+        if cfg.method != "learned":
+            raise ValueError(f"scorer_path is set but method={cfg.method!r} uses no scorer")
+        # a missing file must be reported as such, before the family checks the settings beside it
+        check_regular_file(cfg.scorer_path, "scorer file")
     mod, cls = target.split(":")
     family = getattr(importlib.import_module(mod), cls)(model, cfg)
     handle = STTSHandle(model=model, config=cfg, adapter=family)
@@ -128,8 +131,6 @@ def patch_stts(model: torch.nn.Module, cfg: STTSConfig) -> STTSHandle:
         handle.scorer = scorer.to(family.vision_device)
         if cfg.scorer_path is not None:
             handle.load_scorer(cfg.scorer_path)
-    elif cfg.scorer_path is not None:
-        raise ValueError(f"scorer_path is set but method={cfg.method!r} uses no scorer")
     family.install(handle)
     _wrap_outer_forward(handle, family)
     setattr(model, _HANDLE_ATTR, handle)

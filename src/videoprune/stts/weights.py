@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from ..validate import check_regular_file
+
 __all__ = ["FINGERPRINT_KEY", "SCORER_FILE", "SETTINGS_FILE", "fingerprint", "load_scorer_state", "save_scorer_state"]
 
 #: file names of a trained scorer beside its model: the weights, and the STTSConfig it was trained
@@ -56,18 +58,21 @@ def load_scorer_state(path: str, fields: dict[str, Any], arch: dict[str, Any]) -
     """Read a scorer file, checking its fingerprint against ``fields`` and its shape against ``arch``.
 
     Raises:
-        ValueError: missing file, not a videoprune scorer file, fingerprint mismatch (the message
-            names the differing fields), or scorer shape mismatch.
+        ValueError: one line naming the file: ``scorer file not found: <path>``, ``not a regular
+            file: <path> (...)`` (a directory, FIFO or device), ``scorer file is corrupt: <path>``
+            (truncated or not safetensors), not a videoprune scorer file, fingerprint mismatch
+            (the message names the differing fields), or scorer shape mismatch.
     """
-    import os
+    from safetensors import SafetensorError, safe_open
 
-    from safetensors import safe_open
-
-    if not os.path.isfile(path):
-        raise ValueError(f"scorer_path {path!r} does not exist")
-    with safe_open(path, framework="pt") as f:
-        meta = f.metadata() or {}
-        state = {k: f.get_tensor(k) for k in f.keys()}
+    path = check_regular_file(path, "scorer file")
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise ValueError(f"scorer file is corrupt: {path} ({reason})") from e
     if FINGERPRINT_KEY not in meta:
         raise ValueError(f"scorer_path {path!r} is not a videoprune STTS scorer file (no fingerprint metadata)")
     if meta[FINGERPRINT_KEY] != fingerprint(fields):

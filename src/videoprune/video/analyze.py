@@ -22,13 +22,19 @@ import numpy as np
 import torch
 
 from ..core import pixel_retention_mask, retained_count, retention_mask, threshold_mask
-from .decode import Clip, SamplingConfig, VideoError, VideoLimits, decode
-from .preprocess import FAMILIES, FamilySpec, VideoTensors, get_family, preprocess
+from ..validate import check_rate, check_threshold
+from .decode import Clip, SamplingConfig, VideoError, VideoLimits, decode, probe, sample_indices
+from .preprocess import FAMILIES, FamilySpec, VideoTensors, _target_size, get_family, preprocess
 
-__all__ = ["AnalyzeConfig", "AnalysisReport", "analyze", "analyze_clip", "render_contact_sheet", "format_summary"]
+__all__ = ["AnalyzeConfig", "AnalysisReport", "MAX_SHEET_FRAMES", "analyze", "analyze_clip", "estimate_analyze_bytes",
+           "format_summary", "render_contact_sheet", "sheet_frames"]
 
 DEFAULT_RATE = 0.75
 CRITERIA = ("pixel", "embedding")
+#: most frames a contact sheet draws (evenly spaced past it): its size and drawing time stay bounded
+MAX_SHEET_FRAMES = 64
+MAX_SLICE_LABELS = 32  # x labels on the per-slice bar chart
+SHEET_BYTES = 256 * 2**20  # matplotlib figure + PNG encoder at MAX_SHEET_FRAMES tiles, roughly
 
 
 @dataclass
@@ -54,14 +60,10 @@ class AnalyzeConfig:
     def __post_init__(self) -> None:
         if self.rate is not None and self.threshold is not None:
             raise ValueError("give either --rate or --threshold, not both")
-        if self.rate is not None and (
-            isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)) or not (0.0 <= self.rate < 1.0)
-        ):
-            raise ValueError(f"rate must be in [0, 1), got {self.rate!r}")
-        if self.threshold is not None and not (
-            isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold) and self.threshold >= 0
-        ):
-            raise ValueError(f"threshold must be a finite number >= 0, got {self.threshold!r}")
+        if self.rate is not None:
+            self.rate = check_rate(self.rate)
+        if self.threshold is not None:
+            self.threshold = check_threshold(self.threshold)
         if self.rate is None and self.threshold is None:
             self.rate = DEFAULT_RATE
         if self.criterion is None:
@@ -104,6 +106,7 @@ class AnalysisReport:
     mask: torch.Tensor = field(repr=False)
     png: str | None = None
     json_path: str | None = None
+    notes: list[str] = field(default_factory=list)  # every cap or shortfall applied, in words
 
     @property
     def kept_fraction(self) -> float:
@@ -238,11 +241,19 @@ def analyze(
 ) -> AnalysisReport:
     """Decode ``video`` (a path), compute the EVS keep map, and (``write``) save PNG + JSON under ``cfg.out``."""
     cfg = cfg or AnalyzeConfig()
+    sampling, limits = sampling or SamplingConfig(), limits or VideoLimits()
     model = spec = None
     if cfg.criterion == "embedding":  # load first: a bad model id should fail before a long decode
         model, spec = _load_model(cfg.model)
-    clip = decode(video, sampling or SamplingConfig(), limits, progress=progress)
+    info = probe(video, limits)
+    frames = len(sample_indices(info.total_frames, info.fps, sampling))
+    limits.check_memory(info.path, estimate_analyze_bytes(info.width, info.height, frames, spec or FAMILIES["qwen2_vl"]),
+                        f"analyzing {frames} frames of {info.width}x{info.height}")
+    clip = decode(video, sampling, limits, progress=progress)
     report = analyze_clip(clip, cfg, model=model, family=spec, progress=progress)
+    if sampling.num_frames is not None and sampling.num_frames > clip.num_frames:
+        report.notes.append(f"asked for {sampling.num_frames} frames; the video has only {clip.total_frames}, "
+                            f"so {clip.num_frames} were sampled")
     if write:
         os.makedirs(cfg.out, exist_ok=True)
         stem = os.path.splitext(os.path.basename(str(video)))[0]
@@ -252,6 +263,13 @@ def analyze(
         with open(report.json_path, "w") as f:
             json.dump(report.to_json(), f, indent=2)
     return report
+
+
+def estimate_analyze_bytes(width: int, height: int, frames: int, spec: FamilySpec) -> int:
+    """Peak memory of an analysis, roughly: the decoded frames (uint8) plus about three float32
+    copies of them at the model resolution (resized, normalised, patchified) and the sheet."""
+    h, w = _target_size(spec, frames, height, width) if spec.layout == "patches" else (spec.size or (height, width))
+    return frames * width * height * 3 + 3 * frames * h * w * 3 * 4 + SHEET_BYTES
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,6 +301,7 @@ def format_summary(report: AnalysisReport) -> str:
         for i, (t, k) in enumerate(zip(report.slice_timestamps, report.kept_per_frame))
     ]
     lines += per
+    lines += [f"note         {n}" for n in report.notes]
     if report.png:
         lines.append(f"contact sheet {report.png}")
     if report.json_path:
@@ -303,15 +322,32 @@ def _dimmed_frame(frame: np.ndarray, keep: np.ndarray, size_hw: tuple[int, int])
     return out.clip(0, 255).astype(np.uint8)
 
 
-def render_contact_sheet(clip: Clip, report: AnalysisReport, path: str, max_tile_width: int = 320) -> str:
-    """Write a PNG: every sampled frame with pruned tokens dimmed, then a bar of kept tokens per slice."""
+def sheet_frames(num_frames: int, max_tiles: int = MAX_SHEET_FRAMES) -> np.ndarray:
+    """Indices of the frames a contact sheet shows: all, or ``max_tiles`` evenly spaced (first and last included)."""
+    if num_frames <= max_tiles:
+        return np.arange(num_frames)
+    return np.floor(np.linspace(0, num_frames - 1, max_tiles) + 0.5).astype(np.int64)
+
+
+def render_contact_sheet(clip: Clip, report: AnalysisReport, path: str, max_tile_width: int = 320,
+                         max_tiles: int = MAX_SHEET_FRAMES) -> str:
+    """Write a PNG: the sampled frames with pruned tokens dimmed, then a bar of kept tokens per slice.
+
+    At most ``max_tiles`` frames are drawn (evenly spaced over the clip, first and last
+    included), so the sheet's size and the time to draw it stay bounded; when frames are left
+    out, the title says so and a note is added to ``report.notes``.
+    """
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt  # noqa: PLC0415
     from matplotlib.gridspec import GridSpec  # noqa: PLC0415
 
-    n = clip.num_frames
+    shown = sheet_frames(clip.num_frames, max_tiles)
+    n = len(shown)
+    if n < clip.num_frames:
+        report.notes.append(f"contact sheet shows {n} of {clip.num_frames} sampled frames, evenly spaced "
+                            f"(at most {max_tiles} tiles, to bound its size); the counts cover all frames")
     cols = min(n, 4 if n <= 8 else 6)
     rows = math.ceil(n / cols)
     h, w = report.resized_hw
@@ -324,8 +360,8 @@ def render_contact_sheet(clip: Clip, report: AnalysisReport, path: str, max_tile
     gs = GridSpec(rows + 1, cols, figure=fig, height_ratios=[tile_w * aspect + 0.45] * rows + [bar_h])
     mask = report.mask.numpy()
     tp = report.frames_per_slice
-    for i in range(n):
-        ax = fig.add_subplot(gs[i // cols, i % cols])
+    for tile, i in enumerate(shown.tolist()):
+        ax = fig.add_subplot(gs[tile // cols, tile % cols])
         s = i // tp
         ax.imshow(_dimmed_frame(clip.frames[i], mask[s], (h, w)))
         kept = report.kept_per_frame[s]
@@ -340,17 +376,19 @@ def render_contact_sheet(clip: Clip, report: AnalysisReport, path: str, max_tile
     x = np.arange(report.slices)
     ax.bar(x, [report.tokens_per_frame] * report.slices, color="#dddddd", label="tokens per slice (before)")
     ax.bar(x, report.kept_per_frame, color="#2a9d8f", label="kept by EVS")
-    ax.set_xticks(x, [f"{s}\n{t:.1f}s" for s, t in zip(x, report.slice_timestamps)], fontsize=7)
+    ticks = sheet_frames(report.slices, MAX_SLICE_LABELS)  # a label per slice would be unreadable past a few dozen
+    ax.set_xticks(ticks, [f"{s}\n{report.slice_timestamps[s]:.1f}s" for s in ticks.tolist()], fontsize=7)
     ax.set_xlim(-0.6, report.slices - 0.4)
     ax.set_ylabel("tokens", fontsize=8)
     ax.set_xlabel("temporal slice (2 frames each) and its time", fontsize=8)
     ax.legend(fontsize=7, loc="upper right")
     ax.tick_params(axis="y", labelsize=7)
     name = os.path.basename(report.video) if report.video else "clip"
+    capped = f" Showing {n} of {clip.num_frames} frames." if n < clip.num_frames else ""
     fig.suptitle(
         f"{name}: {_mode_text(report)} — {report.tokens_before} → {report.tokens_after} video tokens "
         f"({100 * report.kept_fraction:.0f}% kept). Dimmed cells = pruned tokens (each {report.family} "
-        "token = 2×2 patches × 2 frames)",
+        f"token = 2×2 patches × 2 frames).{capped}",
         fontsize=9,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.97))

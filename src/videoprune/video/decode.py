@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..validate import check_num_frames, check_regular_file
+
 __all__ = ["VideoError", "SamplingConfig", "VideoLimits", "Clip", "probe", "sample_indices", "decode", "clip_from_frames"]
 
 
@@ -29,6 +31,7 @@ class VideoError(ValueError):
 # --------------------------------------------------------------------------------------------
 MAX_FPS = 240.0
 MAX_FRAMES_LIMIT = 10_000
+DEFAULT_MAX_MEMORY_MB = 8192
 
 
 @dataclass
@@ -61,8 +64,11 @@ class SamplingConfig:
             v = getattr(self, name)
             if v is None:
                 continue
-            if isinstance(v, bool) or not isinstance(v, int) or not (1 <= v <= MAX_FRAMES_LIMIT):
-                raise VideoError(f"{name} must be an int in [1, {MAX_FRAMES_LIMIT}], got {v!r}")
+            check_num_frames(v, name, upper=MAX_FRAMES_LIMIT, error=VideoError)
+        if self.num_frames is not None and self.num_frames > self.max_frames:
+            # an explicit count is never capped silently
+            raise VideoError(f"num_frames={self.num_frames} is more than max_frames={self.max_frames}; "
+                             f"raise max_frames (--max-frames {self.num_frames}) to sample that many")
 
     @property
     def target_fps(self) -> float | None:
@@ -79,6 +85,9 @@ class VideoLimits:
     max_width: int = field(default=7680, metadata={"help": "reject videos wider than this (pixels)"})
     max_height: int = field(default=4320, metadata={"help": "reject videos taller than this (pixels)"})
     max_duration_s: float = field(default=4 * 3600.0, metadata={"help": "reject videos longer than this (seconds)"})
+    max_memory_mb: int = field(default=DEFAULT_MAX_MEMORY_MB, metadata={
+        "help": "refuse, before decoding, a request whose sampled frames (decoded, then preprocessed) are estimated "
+                "to need more memory than this (MiB)"})
 
     def __post_init__(self) -> None:
         for name in ("max_width", "max_height"):
@@ -87,6 +96,14 @@ class VideoLimits:
                 raise VideoError(f"{name} must be a positive int, got {v!r}")
         if not (isinstance(self.max_duration_s, (int, float)) and self.max_duration_s > 0):
             raise VideoError(f"max_duration_s must be positive, got {self.max_duration_s!r}")
+        if isinstance(self.max_memory_mb, bool) or not isinstance(self.max_memory_mb, int) or self.max_memory_mb < 1:
+            raise VideoError(f"max_memory_mb must be a positive int, got {self.max_memory_mb!r}")
+
+    def check_memory(self, path, needed_bytes: int, what: str) -> None:
+        """VideoError when ``needed_bytes`` (an estimate for ``what``) exceeds :attr:`max_memory_mb`."""
+        if needed_bytes > self.max_memory_mb * 2**20:
+            raise VideoError(f"{path}: {what} needs about {needed_bytes / 2**20:,.0f} MiB, more than the limit of "
+                             f"{self.max_memory_mb:,} MiB (--max-memory-mb); sample fewer frames")
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,13 +192,10 @@ def _import_av():
 def _open(path):
     """Open ``path`` with PyAV and return (container, video stream), or raise VideoError."""
     av = _import_av()
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise VideoError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise VideoError(f"{path}: is a directory, not a video file")
+    # a FIFO or a device (/dev/zero) would block or stream forever: refused before it is opened
+    path = check_regular_file(path, "video file", error=VideoError)
     if os.path.getsize(path) == 0:
-        raise VideoError(f"{path}: file is empty, not a video")
+        raise VideoError(f"video file is empty: {path}")
     try:
         container = av.open(path)
     except (av.FFmpegError, EOFError, OSError) as e:
@@ -289,8 +303,11 @@ def decode(
             ``limits``, or fewer decodable frames than the header promised.
     """
     sampling = sampling or SamplingConfig()
+    limits = limits or VideoLimits()
     info = probe(path, limits)
     indices = sample_indices(info.total_frames, info.fps, sampling)
+    limits.check_memory(info.path, len(indices) * info.width * info.height * 3,
+                        f"decoding {len(indices)} frames of {info.width}x{info.height}")
     wanted = set(indices.tolist())
     last = int(indices[-1])
     av = _import_av()

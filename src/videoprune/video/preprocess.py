@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from ..validate import check_pixel_budget
 from . import device_preprocess as dp
 from .decode import Clip, VideoError
 
@@ -126,7 +127,10 @@ class FamilySpec:
     llava_pooled_side: int = field(default=0)  # LLaVA-OV: tokens per frame side after 2x2 bilinear pooling
 
     def with_pixels(self, min_pixels: int | None = None, max_pixels: int | None = None) -> FamilySpec:
-        """A copy with other pixel budgets (None keeps the current one)."""
+        """A copy with other pixel budgets (None keeps the current one); ValueError unless ``0 <= min <= max``."""
+        if self.layout == "patches":  # the only layout with a pixel budget
+            check_pixel_budget(self.min_pixels if min_pixels is None else min_pixels,
+                               self.max_pixels if max_pixels is None else max_pixels)
         return replace(
             self,
             min_pixels=self.min_pixels if min_pixels is None else int(min_pixels),
