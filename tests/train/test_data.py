@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
 from trainkit import FRAMES, PIXELS, tiny_config
 from videoprune.train import build_word_tokenizer, train
-from videoprune.train.data import IGNORE, ShardedSchedule, VideoQADataset, collate, read_jsonl
+from videoprune.train.data import IGNORE, DataError, ShardedSchedule, VideoQADataset, collate, read_jsonl
 from videoprune.video import SamplingConfig
 
 
@@ -84,7 +86,7 @@ def test_training_with_skip_never_reads_a_bad_video(broken_jsonl, tmp_path, caps
     result = train(tiny_config(broken_jsonl, tmp_path / "out", max_steps=2, on_bad_video="skip", no_export=True),
                    on_step=lambda s: seen.extend(s.indices))
     assert [b.line for b in result.skipped] == [2, 4] and set(seen) <= {0, 1}
-    assert "train.jsonl:line 2" in capsys.readouterr().err
+    assert "train.jsonl:2: skipped bad video" in capsys.readouterr().err
 
 
 def test_training_with_error_stops_before_any_step(broken_jsonl, tmp_path):
@@ -99,3 +101,56 @@ def test_malformed_line_names_its_number(tmp_path):
     bad.write_text('{"video": "a.mp4", "question": "q", "answer": "a"}\n{oops\n')
     with pytest.raises(ValueError, match=r"d\.jsonl:2: not valid JSON"):
         read_jsonl(bad, "skip")  # line 1's missing video is skipped; line 2 is malformed, always fatal
+
+
+@pytest.mark.parametrize("stamps", ["[0.0, NaN]", "[Infinity]", "[-1.0]", "[true]"])
+def test_non_finite_or_negative_timestamps_are_refused_with_their_line(tmp_path, stamps):
+    bad = tmp_path / "d.jsonl"
+    bad.write_text(f'{{"video": "a.mp4", "question": "q", "answer": "a", "timestamps": {stamps}}}\n')
+    with pytest.raises(ValueError, match=r"d\.jsonl:1: 'timestamps' must be"):
+        read_jsonl(bad, "skip")
+
+
+@pytest.fixture
+def outside_jsonl(toy_jsonl, tmp_path):
+    """A data folder whose lines 2-4 reach out of it: '..', an absolute path, a symlink to a clip outside."""
+    rows = [json.loads(line) for line in toy_jsonl.read_text().splitlines()]
+    root = tmp_path / "data"
+    (root / "videos").mkdir(parents=True)
+    shutil.copy(toy_jsonl.parent / rows[0]["video"], root / "videos" / "inside.mp4")
+    (root / "videos" / "link.mp4").symlink_to(toy_jsonl.parent / rows[3]["video"])
+    up = Path("..") / ".." / (toy_jsonl.parent / rows[1]["video"]).relative_to(tmp_path.parent)  # data/../../toy0/..
+    videos = ["videos/inside.mp4", str(up), str(toy_jsonl.parent / rows[2]["video"]), "videos/link.mp4"]
+    lines = [json.dumps({**row, "video": v}) for row, v in zip(rows, videos)]
+    (root / "train.jsonl").write_text("\n".join(lines) + "\n")
+    return root / "train.jsonl"
+
+
+def test_videos_may_live_outside_the_data_folder_by_default(outside_jsonl):
+    records, bad = read_jsonl(outside_jsonl)
+    assert len(records) == 4 and bad == []
+
+
+@pytest.mark.parametrize("line", [2, 3, 4])
+def test_confine_refuses_dotdot_absolute_and_symlinked_paths(outside_jsonl, line):
+    lines = outside_jsonl.read_text().splitlines()
+    outside_jsonl.write_text(lines[0] + "\n" + lines[line - 1] + "\n")
+    with pytest.raises(ValueError, match=r"train\.jsonl:2: video .* outside the data folder .*confine_videos"):
+        read_jsonl(outside_jsonl, "skip", confine=True)  # a policy refusal, never skipped
+
+
+def test_confine_accepts_the_paths_inside(outside_jsonl):
+    lines = outside_jsonl.read_text().splitlines()
+    outside_jsonl.write_text(lines[0] + "\n")
+    assert [r.line for r in read_jsonl(outside_jsonl, confine=True)[0]] == [1]
+
+
+def test_a_decode_failure_names_the_jsonl_file_and_line(toy_jsonl, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(toy_jsonl.parent, root)
+    records, _ = read_jsonl(root / toy_jsonl.name)
+    records[1].video.write_bytes(b"garbage" * 100)  # broken after the header check, as a mid-run failure
+    ds = VideoQADataset(records, build_word_tokenizer(), "qwen2_5_vl", sampling=SamplingConfig(num_frames=FRAMES),
+                        min_pixels=PIXELS, max_pixels=PIXELS)
+    with pytest.raises(DataError, match=rf"{re.escape(str(root / toy_jsonl.name))}:2: video .* failed to decode"):
+        ds[1]

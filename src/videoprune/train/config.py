@@ -88,7 +88,13 @@ class TrainConfig:
     num_workers: int = field(default=0, metadata=_h("DataLoader worker processes decoding videos"))
     save_every: int = field(default=0, metadata=_h("save a checkpoint every N optimizer steps (0: only at the end)"))
     resume: str | None = field(default=None, metadata=_h("checkpoint directory to resume from, or 'auto' "
-                                                         "(latest complete one under output_dir)"))
+                                                         "(newest complete checkpoint under output_dir that loads)"))
+    overwrite: bool = field(default=False, metadata=_h("start over in a non-empty output_dir: first delete the files "
+                                                       "a run writes there (metrics.csv, tb/, checkpoints/, export/); "
+                                                       "without it (or --resume) such a folder is refused"))
+    confine_videos: bool = field(default=False, metadata=_h(
+        "refuse JSONL video paths that resolve (symlinks followed) outside the JSONL file's folder; default: "
+        "videos may be anywhere the JSONL points (see docs/train.md)"))
     log_every: int = field(default=1, metadata=_h("write CSV/TensorBoard rows every N steps"))
     no_export: bool = field(default=False, metadata=_h("do not write the HF checkpoint at the end"))
 
@@ -127,6 +133,15 @@ class TrainConfig:
                              "give the rate the exported model will be served at (--export-rate)")
         if self.attn_implementation is not None and self.attn_implementation not in ATTENTION:
             raise ValueError(f"attn_implementation must be one of {ATTENTION} or None, got {self.attn_implementation!r}")
+        for name in ("min_pixels", "max_pixels"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) must be <= max_pixels ({self.max_pixels})")
+        if self.overwrite and self.resume:
+            raise ValueError("give either resume (continue the run in output_dir) or overwrite (delete it and start "
+                             "over), not both")
         if self.num_frames is not None and self.fps is not None:
             raise ValueError("give either num_frames or fps, not both")
         if self.device is not None and self.device.split(":")[0] not in ("cpu", "cuda"):

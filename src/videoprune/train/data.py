@@ -5,32 +5,45 @@ Lines are ``{"video": path relative to the JSONL, "question": str, "answer": str
 file is read (:func:`videoprune.video.probe`): a missing or unreadable one is reported with its
 line number and either stops the run or is dropped (``on_bad_video``), before any training, so
 all ranks see the same list. A video that passes the header check but fails to decode later
-stops the run, naming its line (skipping it mid-epoch would desynchronise the ranks).
+stops the run with a :class:`DataError` naming ``FILE:LINE`` (skipping it mid-epoch would
+desynchronise the ranks). With ``confine=True`` a video path that resolves outside the JSONL's
+folder (``..``, absolute, a symlink pointing out) is refused.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-__all__ = ["Record", "BadVideo", "read_jsonl", "VideoQADataset", "collate", "ShardedSchedule"]
+__all__ = ["Record", "BadVideo", "DataError", "read_jsonl", "VideoQADataset", "collate", "ShardedSchedule"]
 
 IGNORE = -100
 
 
+class DataError(ValueError):
+    """A training sample that fails while the run is training (``FILE:LINE: ...``); the trainer checkpoints first."""
+
+
 @dataclass(frozen=True)
 class Record:
-    """One usable JSONL line; ``line`` is 1-based."""
+    """One usable JSONL line; ``line`` is 1-based, ``source`` the JSONL file it came from."""
 
     line: int
     video: Path
     question: str
     answer: str
     timestamps: tuple[float, ...] | None = None
+    source: Path | None = None
+
+    @property
+    def where(self) -> str:
+        """``FILE:LINE`` (or ``line LINE`` for a record built without its file)."""
+        return f"{self.source}:{self.line}" if self.source is not None else f"line {self.line}"
 
 
 @dataclass(frozen=True)
@@ -43,12 +56,16 @@ class BadVideo:
         return f"line {self.line}: video {self.video!r}: {self.reason}"
 
 
-def read_jsonl(path, on_bad_video: str = "error", limits=None, progress: bool = False) -> tuple[list[Record], list[BadVideo]]:
+def read_jsonl(path, on_bad_video: str = "error", limits=None, progress: bool = False,
+               confine: bool = False) -> tuple[list[Record], list[BadVideo]]:
     """Parse and check ``path``; returns (usable records, skipped bad videos).
 
+    ``confine``: every video must resolve (symlinks followed) inside ``path``'s folder.
+
     Raises:
-        ValueError: a malformed line (always, with its number); a bad video when
-            ``on_bad_video == "error"``; no usable line at all.
+        ValueError: a malformed line (always, with its number: non-finite or negative
+            timestamps included); a video outside the folder with ``confine`` (always); a bad
+            video when ``on_bad_video == "error"``; no usable line at all.
     """
     from ..video import VideoError, probe
 
@@ -58,6 +75,7 @@ def read_jsonl(path, on_bad_video: str = "error", limits=None, progress: bool = 
     if not path.is_file():
         raise ValueError(f"data file {str(path)!r} does not exist")
     lines = path.read_text().splitlines()
+    root = path.parent.resolve()
     it = enumerate(lines, start=1)
     if progress:
         from tqdm.auto import tqdm
@@ -77,9 +95,15 @@ def read_jsonl(path, on_bad_video: str = "error", limits=None, progress: bool = 
             if not isinstance(row.get(key), str) or not row[key]:
                 raise ValueError(f"{path}:{no}: field {key!r} must be a non-empty string")
         ts = row.get("timestamps")
-        if ts is not None and not (isinstance(ts, list) and all(isinstance(t, (int, float)) for t in ts)):
+        if ts is not None and not (isinstance(ts, list) and all(
+                isinstance(t, (int, float)) and not isinstance(t, bool) for t in ts)):
             raise ValueError(f"{path}:{no}: 'timestamps' must be a list of numbers (seconds)")
+        if ts is not None and not all(math.isfinite(t) and t >= 0 for t in ts):
+            raise ValueError(f"{path}:{no}: 'timestamps' must be finite seconds >= 0, got {ts!r}")
         video = (path.parent / row["video"]).resolve()
+        if confine and not video.is_relative_to(root):
+            raise ValueError(f"{path}:{no}: video {row['video']!r} resolves to {str(video)!r}, outside the data "
+                             f"folder {str(root)!r} (confine_videos is on)")
         try:
             probe(video, limits)
         except VideoError as e:
@@ -89,7 +113,8 @@ def read_jsonl(path, on_bad_video: str = "error", limits=None, progress: bool = 
                                  "such lines)") from None
             bad.append(item)
             continue
-        records.append(Record(no, video, row["question"], row["answer"], tuple(ts) if ts is not None else None))
+        records.append(Record(no, video, row["question"], row["answer"], tuple(ts) if ts is not None else None,
+                              path))
     if not records:
         raise ValueError(f"{path}: no usable lines ({len(bad)} bad videos skipped)")
     return records, bad
@@ -125,7 +150,7 @@ class VideoQADataset(torch.utils.data.Dataset):
                                     sampling=self.sampling, limits=self.limits, min_pixels=self.min_pixels,
                                     max_pixels=self.max_pixels)
         except VideoError as e:
-            raise ValueError(f"line {rec.line}: video {str(rec.video)!r} failed to decode: {e}") from None
+            raise DataError(f"{rec.where}: video {str(rec.video)!r} failed to decode: {e}") from None
         answer = self.tokenizer(rec.answer, add_special_tokens=False)["input_ids"] + [self.end_id]
         prompt = inputs.pop("input_ids")[0]
         answer = torch.tensor(answer, dtype=prompt.dtype)

@@ -12,10 +12,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import errno
 import json
 import os
 import random
+import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +33,8 @@ from ..stts.weights import SETTINGS_FILE as STTS_SETTINGS_FILE
 from .config import TINY_MODELS, TrainConfig
 from .rates import rate_for_step
 
-__all__ = ["StepInfo", "TrainResult", "STTSTrainModule", "STTS_SCORER_FILE", "train", "latest_checkpoint", "stts_config"]
+__all__ = ["StepInfo", "TrainResult", "STTSTrainModule", "STTS_SCORER_FILE", "CorruptCheckpoint", "RUN_FILES", "train",
+           "latest_checkpoint", "complete_checkpoints", "stts_config"]
 
 CSV_FIELDS = ("step", "epoch", "loss", "rate", "lr", "kept_fraction", "aux_loss", "seconds")
 
@@ -192,13 +197,92 @@ class STTSTrainModule(torch.nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
-# checkpoints
+# output folder and checkpoints
 # --------------------------------------------------------------------------------------------
+#: what a run writes under output_dir (and all that --overwrite deletes)
+RUN_FILES = ("metrics.csv", "tb", "checkpoints", "export")
+COMPLETE = "COMPLETE"
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint file is missing or does not load; ``resume='auto'`` falls back past it."""
+
+
+def _step_of(path: Path) -> int:
+    try:
+        return int(path.name.removeprefix("step_"))
+    except ValueError:
+        return -1
+
+
+def complete_checkpoints(output_dir) -> list[Path]:
+    """The checkpoints under ``output_dir/checkpoints`` with a COMPLETE marker, oldest step first."""
+    root = Path(output_dir) / "checkpoints"
+    found = [p for p in root.glob("step_*") if _step_of(p) >= 0 and (p / COMPLETE).exists()] if root.is_dir() else []
+    return sorted(found, key=_step_of)
+
+
 def latest_checkpoint(output_dir) -> Path | None:
     """The complete checkpoint with the highest step under ``output_dir/checkpoints``, or None."""
-    root = Path(output_dir) / "checkpoints"
-    done = sorted(p for p in root.glob("step_*") if (p / "COMPLETE").exists()) if root.is_dir() else []
+    done = complete_checkpoints(output_dir)
     return done[-1] if done else None
+
+
+def _cause(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    text = text if len(text) <= 160 else text[:157] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _write_error(e: BaseException, file: Path) -> OSError:
+    """One line naming ``file``: ``No space left on device: <file>`` for ENOSPC (also when torch wraps it)."""
+    if isinstance(e, OSError) and e.errno:
+        err = OSError(f"{os.strerror(e.errno)}: {file}")
+        err.errno = e.errno
+        return err
+    # torch's own file writer reports a failed write as RuntimeError('[enforce fail at inline_container.cc...]
+    # ... file write failed'), without the errno; a full disk is by far the commonest cause
+    if "inline_container" in str(e) and shutil.disk_usage(file.parent if file.parent.exists() else ".").free < 2**20:
+        err = OSError(f"{os.strerror(errno.ENOSPC)}: {file}")
+        err.errno = errno.ENOSPC
+        return err
+    return OSError(f"could not write {file}: {_cause(e)}")
+
+
+def _torch_write(obj, file: Path) -> None:
+    """``torch.save`` through a Python file (so a failed write is an OSError with its errno), synced to disk."""
+    try:
+        with open(file, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except (OSError, RuntimeError) as e:
+        raise _write_error(e, file) from None
+
+
+def _torch_read(file: Path):
+    if not file.is_file():
+        raise CorruptCheckpoint(f"checkpoint file is missing: {file}")
+    try:
+        return torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 -- pickle, zip, EOF and torch errors all mean the bytes are bad
+        raise CorruptCheckpoint(f"checkpoint file is corrupt: {file} ({_cause(e)})") from None
+
+
+def _all_ok(ok: bool, d: _Dist) -> bool:
+    """True when ``ok`` on every rank (one all-reduce under torch.distributed)."""
+    if d.world_size == 1:
+        return ok
+    t = torch.tensor([1 if ok else 0], dtype=torch.int32, device=d.device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def _rng_state(d: _Dist) -> dict:
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if d.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(d.device)
+    return rng
 
 
 def _state_options():
@@ -207,51 +291,184 @@ def _state_options():
     return StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
 
 
-def _save_checkpoint(path: Path, d: _Dist, model, optimizer, scheduler, step: int, cfg: TrainConfig) -> None:
+def _save_checkpoint(path: Path, d: _Dist, model, optimizer, scheduler, step: int, cfg: TrainConfig,
+                     rng: dict | None = None) -> None:
+    """Write ``path`` atomically: every file into ``.tmp-<name>`` beside it, COMPLETE last, then one rename.
+
+    A crash or a full disk mid-write leaves only the hidden temp folder (removed on failure),
+    never a ``step_*`` folder that ``resume='auto'`` could pick; earlier checkpoints are not
+    touched. A failed write raises one-line ``OSError`` (``No space left on device: <file>``).
+    ``rng``: the RNG state to record (default: the current one).
+    """
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     model_sd, optim_sd = get_state_dict(model, optimizer, options=_state_options())  # collective under FSDP
-    path.mkdir(parents=True, exist_ok=True)
-    d.barrier()
+    tmp = path.parent / f".tmp-{path.name}"
+    err = None
     if d.main:
-        torch.save({"model": model_sd, "optimizer": optim_sd, "scheduler": scheduler.state_dict(), "step": step,
-                    "world_size": d.world_size, "config": dataclasses.asdict(cfg)}, path / "trainer.pt")
-    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if d.device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state(d.device)
-    torch.save(rng, path / f"rng_rank{d.rank}.pt")
-    d.barrier()
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        except OSError as e:
+            err = _write_error(e, tmp)
+    if _all_ok(err is None, d):
+        try:
+            if d.main:
+                _torch_write({"model": model_sd, "optimizer": optim_sd, "scheduler": scheduler.state_dict(),
+                              "step": step, "world_size": d.world_size, "config": dataclasses.asdict(cfg)},
+                             tmp / "trainer.pt")
+            _torch_write(rng if rng is not None else _rng_state(d), tmp / f"rng_rank{d.rank}.pt")
+        except OSError as e:
+            err = e
+    if _all_ok(err is None, d) and d.main:
+        try:
+            (tmp / COMPLETE).write_text(json.dumps({"step": step}))
+            if path.exists():  # a leftover that does not load (resume='auto' skipped it): replace it
+                old = path.parent / f".old-{path.name}"
+                shutil.rmtree(old, ignore_errors=True)
+                path.rename(old)
+                tmp.rename(path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(path)
+        except OSError as e:
+            err = _write_error(e, path)
+    if not _all_ok(err is None, d):
+        if d.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise err or OSError(f"could not write checkpoint {path}: another rank failed to write its part")
+
+
+# settings a resume refuses to change: they define the data, the model or the trajectory's randomness
+_RESUME_REFUSED = ("data", "model", "tokenizer", "method", "rate_dist", "batch_size", "grad_accum", "seed", "lora",
+                   "lora_r", "lora_alpha", "lora_targets", "strategy", "num_frames", "fps", "max_frames", "min_pixels",
+                   "max_pixels", "on_bad_video", "stts_ratio", "stts_prune_at", "stts_aux_weight", "train_base")
+# settings a resume applies from the resumed step on (and logs): the optimisation schedule and numerics
+_RESUME_APPLIED = ("lr", "schedule", "warmup_steps", "max_steps", "epochs", "weight_decay", "max_grad_norm",
+                   "lora_dropout", "precision", "attn_implementation", "export_rate")
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _resume_changes(saved: dict, cfg: TrainConfig) -> list[str]:
+    """``["lr 0.01 -> 0.005", ...]`` for the applied settings that changed; ValueError listing refused ones."""
+    def diff(names):
+        return [f"{k} {_fmt(saved[k])} -> {_fmt(getattr(cfg, k))}" for k in names
+                if k in saved and saved[k] != getattr(cfg, k)]
+
+    refused = diff(_RESUME_REFUSED)
+    if refused:
+        raise ValueError(f"resume: settings differ from the checkpoint's: {'; '.join(refused)}. A resume must keep "
+                         "them; train a new run in another --output-dir (or --overwrite) to change them")
+    return diff(_RESUME_APPLIED)
+
+
+def _read_checkpoint(path: Path, d: _Dist) -> tuple[dict, dict]:
+    """(trainer state, this rank's RNG state); CorruptCheckpoint when a file is missing or does not load."""
+    if not (path / COMPLETE).exists():
+        raise CorruptCheckpoint(f"resume: {str(path)!r} is not a complete checkpoint (no COMPLETE marker)")
+    state = _torch_read(path / "trainer.pt")
+    need = ("model", "optimizer", "step", "world_size", "config")
+    if not isinstance(state, dict) or any(k not in state for k in need):
+        raise CorruptCheckpoint(f"checkpoint file is corrupt: {path / 'trainer.pt'} (not a videoprune trainer "
+                                "state)")
+    rng = _torch_read(path / f"rng_rank{d.rank}.pt")
+    if not isinstance(rng, dict) or any(k not in rng for k in ("python", "numpy", "torch")):
+        raise CorruptCheckpoint(f"checkpoint file is corrupt: {path / f'rng_rank{d.rank}.pt'} (not an RNG state)")
+    return state, rng
+
+
+def _agreed_read(path: Path, d: _Dist) -> tuple[dict | None, dict | None, CorruptCheckpoint | None]:
+    try:
+        state, rng = _read_checkpoint(path, d)
+        err = None
+    except CorruptCheckpoint as e:
+        state = rng = None
+        err = e
+    if not _all_ok(err is None, d) and err is None:
+        err = CorruptCheckpoint(f"resume: {path} does not load on another rank")
+    return state, rng, err
+
+
+def _find_resume(cfg: TrainConfig, out: Path, d: _Dist, log) -> tuple[Path, dict, dict] | None:
+    """The checkpoint to resume from, read: ``cfg.resume`` itself, or for 'auto' the newest one that loads."""
+    if cfg.resume != "auto":
+        path = Path(cfg.resume)
+        state, rng, err = _agreed_read(path, d)
+        if err is not None:
+            raise err
+        return path, state, rng
+    candidates = complete_checkpoints(out)
+    skipped = []
+    for path in reversed(candidates):
+        state, rng, err = _agreed_read(path, d)
+        if err is None:
+            return path, state, rng
+        log(f"resume=auto: skipping {path}: {err}")
+        skipped.append(f"{path.name}: {err}")
+    if skipped:
+        raise ValueError(f"resume=auto: no checkpoint under {out / 'checkpoints'} loads ({'; '.join(skipped)})")
+    return None
+
+
+def _prepare_output(cfg: TrainConfig, out: Path, d: _Dist, log, resuming: Path | None) -> None:
+    """Apply the output-folder rules (docs/train.md "Output folder, overwrite and resume") before anything is written.
+
+    Without resume/overwrite the folder must be empty; ``overwrite`` deletes :data:`RUN_FILES`
+    only; ``resume='auto'`` without any complete checkpoint starts over, replacing what a run
+    writes before its first checkpoint (metrics.csv, tb/, unfinished checkpoints), but never
+    an export; an explicit resume may not leave later checkpoints or another run's files behind.
+    """
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    run_files = [n for n in RUN_FILES if n in entries]
+
+    def listing(names):
+        return ", ".join(names[:4]) + (f", ... ({len(names)} entries)" if len(names) > 4 else "")
+
+    clear = []
+    if cfg.overwrite:
+        clear = run_files
+        other = [n for n in entries if n not in RUN_FILES]
+        if clear:
+            log(f"overwrite: deleting the previous run's {listing(clear)} in {out}")
+        if other:
+            log(f"overwrite: leaving {listing(other)} in {out} (not written by a run)")
+    elif not cfg.resume:
+        if entries:
+            raise ValueError(f"output_dir {str(out)!r} is not empty (it holds {listing(entries)}): add --resume auto "
+                             "to continue the run there, or --overwrite to delete its run files and start over")
+    elif resuming is None:  # resume='auto' and no complete checkpoint at all
+        if "export" in entries:
+            raise ValueError(f"resume=auto: {str(out)!r} holds an export but no complete checkpoint to resume from; "
+                             "add --overwrite instead of --resume to delete it and start over")
+        clear = run_files
+        if clear:
+            log(f"resume=auto: no complete checkpoint in {out}; starting from step 0 and replacing {listing(clear)}")
+    else:
+        ckdir = (out / "checkpoints").resolve()
+        if resuming.resolve().parent == ckdir:
+            step = _step_of(resuming)
+            later = [p.name for p in complete_checkpoints(out) if _step_of(p) > step]
+            if later and cfg.resume != "auto":
+                raise ValueError(f"resume: {out / 'checkpoints'} holds checkpoints after {resuming.name} "
+                                 f"({listing(later)}); resuming from {resuming.name} would mix two runs. Resume the "
+                                 "newest (--resume auto), or delete the later ones first")
+            if later:  # auto skipped them: they do not load
+                log(f"resume=auto: {listing(later)} will be replaced when the run reaches their step")
+        elif entries:
+            raise ValueError(f"resume: output_dir {str(out)!r} is not empty (it holds {listing(entries)}) and "
+                             f"{cfg.resume!r} is not one of its checkpoints; resuming there would mix two runs. "
+                             "Give an empty --output-dir")
     if d.main:
-        (path / "COMPLETE").write_text(json.dumps({"step": step}))
-    d.barrier()
-
-
-# fields that must match for a resumed run to continue the same trajectory
-_RESUME_FIELDS = ("data", "model", "method", "rate_dist", "batch_size", "grad_accum", "seed", "lora", "lora_r",
-                  "lora_targets", "strategy", "num_frames", "fps", "min_pixels", "max_pixels", "on_bad_video",
-                  "stts_ratio", "stts_prune_at", "stts_aux_weight", "train_base")
-
-
-def _load_checkpoint(path: Path, d: _Dist, model, optimizer, scheduler, cfg: TrainConfig) -> tuple[int, dict]:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-    if not (path / "COMPLETE").exists():
-        raise ValueError(f"resume: {str(path)!r} is not a complete checkpoint (no COMPLETE marker)")
-    state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
-    if state["world_size"] != d.world_size:
-        raise ValueError(f"resume: checkpoint was written by {state['world_size']} ranks, this run has "
-                         f"{d.world_size}; exact resume needs the same world size")
-    saved = state["config"]
-    diff = [k for k in _RESUME_FIELDS if saved.get(k) != getattr(cfg, k)]
-    if diff:
-        raise ValueError(f"resume: settings differ from the checkpoint's: {', '.join(diff)}")
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
-                   options=StateDictOptions(full_state_dict=True, strict=False))
-    scheduler.load_state_dict(state["scheduler"])
-    rng_file = path / f"rng_rank{d.rank}.pt"
-    if not rng_file.exists():
-        raise ValueError(f"resume: {str(rng_file)!r} is missing")
-    return int(state["step"]), torch.load(rng_file, map_location="cpu", weights_only=False)
+        for name in clear:
+            target = out / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+    d.barrier()  # nobody writes before every rank has checked the folder
 
 
 def _restore_rng(rng: dict, d: _Dist) -> None:
@@ -288,8 +505,11 @@ class _Logger:
     def log(self, row: dict) -> None:
         if not self.enabled:
             return
-        self.writer.writerow(row)
-        self.fh.flush()
+        try:
+            self.writer.writerow(row)
+            self.fh.flush()
+        except OSError as e:
+            raise _write_error(e, self.csv_path) from None
         for key in ("loss", "rate", "lr", "kept_fraction", "aux_loss"):
             if row.get(key) not in (None, ""):
                 self.tb.add_scalar(f"train/{key}", float(row[key]), row["step"])
@@ -301,6 +521,7 @@ class _Logger:
 
 
 def _lr_lambda(cfg: TrainConfig, total: int):
+    """LR factor of step ``step`` (0-based): a pure function of the settings, so a resume can rebuild it."""
     import math
 
     def f(step: int) -> float:
@@ -328,11 +549,10 @@ def train(cfg: TrainConfig, on_step: Callable[[StepInfo], Any] | None = None, pr
     if not isinstance(cfg, TrainConfig):
         raise ValueError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     from ..video import SamplingConfig, get_family
-    from .data import ShardedSchedule, VideoQADataset, _MicroBatches, read_jsonl
+    from .data import DataError, ShardedSchedule, VideoQADataset, _MicroBatches, read_jsonl
 
     d = _setup_distributed(cfg)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
 
     def log(msg: str) -> None:
         if d.main:
@@ -344,10 +564,15 @@ def train(cfg: TrainConfig, on_step: Callable[[StepInfo], Any] | None = None, pr
                              f"{d.device}); use strategy='ddp' on CPU")
         if cfg.strategy == "fsdp" and d.world_size == 1:
             log("strategy=fsdp with a single rank: nothing to shard, training the model unwrapped")
+        # ---- output folder and the checkpoint to resume, before anything is written or loaded ----
+        found = _find_resume(cfg, out, d, log) if cfg.resume else None
+        _prepare_output(cfg, out, d, log, found[0] if found else None)
+        out.mkdir(parents=True, exist_ok=True)
         # ---- data: every rank reads the same usable list; its shard comes from the schedule ----
-        records, skipped = read_jsonl(cfg.data, cfg.on_bad_video, progress=bool(progress) and d.main)
+        records, skipped = read_jsonl(cfg.data, cfg.on_bad_video, progress=bool(progress) and d.main,
+                                      confine=cfg.confine_videos)
         for bad in skipped:
-            log(f"skipped bad video: {cfg.data}:{bad}")
+            log(f"{cfg.data}:{bad.line}: skipped bad video {bad.video!r}: {bad.reason}")
         # ---- model: identical initial weights on every rank (same seed), then per-rank RNG ----
         _seed_all(cfg.seed)
         model, tokenizer, processor = _load(cfg, log)
@@ -381,26 +606,31 @@ def train(cfg: TrainConfig, on_step: Callable[[StepInfo], Any] | None = None, pr
         wrapped = _wrap(cfg, d, module)
         params = [p for p in wrapped.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total))
+        for group in optimizer.param_groups:  # the key a checkpoint's param_groups carry (LambdaLR adds it)
+            group["initial_lr"] = cfg.lr
 
         start = 0
         rng = None
-        if cfg.resume:
-            path = latest_checkpoint(out) if cfg.resume == "auto" else Path(cfg.resume)
-            if path is None:
-                log("resume=auto: no complete checkpoint yet, starting from step 0")
-            else:
-                start, rng = _load_checkpoint(path, d, wrapped, optimizer, scheduler, cfg)
-                log(f"resumed from {path} at step {start}")
-        if start >= total:
-            raise ValueError(f"resume: checkpoint is at step {start}, nothing left of {total} steps")
+        if found is not None:
+            path, state, rng = found
+            start = _apply_checkpoint(path, state, d, wrapped, optimizer, cfg, total, log)
+            del state, found
+        elif cfg.resume:
+            log("resume=auto: no complete checkpoint yet, starting from step 0")
+        # The schedule is a function of (step, settings): rebuilt at the resumed step, so a changed lr /
+        # schedule / warm-up / length applies from there on (the optimizer's saved lr is overwritten).
+        for group in optimizer.param_groups:
+            group["initial_lr"] = cfg.lr
+            group["weight_decay"] = cfg.weight_decay
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total), last_epoch=start - 1)
 
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and d.device.type == "cuda"
                                                 and torch.cuda.is_bf16_supported())
         autocast = lambda: torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=use_bf16)  # noqa: E731
         loader = torch.utils.data.DataLoader(
             _MicroBatches(dataset, schedule, start * cfg.grad_accum, total * cfg.grad_accum, tokenizer.pad_token_id),
-            batch_size=None, shuffle=False, num_workers=cfg.num_workers)
+            batch_size=None, shuffle=False, num_workers=cfg.num_workers,
+            worker_init_fn=_ignore_sigint if cfg.num_workers else None)
         batches = iter(loader)
         logger = _Logger(out, start, d.main)
         show = (sys.stderr.isatty() if progress is None else progress) and d.main
@@ -413,68 +643,101 @@ def train(cfg: TrainConfig, on_step: Callable[[StepInfo], Any] | None = None, pr
         log(f"{len(records)} samples ({len(skipped)} skipped), {d.world_size} rank(s), {total} steps, "
             f"{'bf16 autocast' if use_bf16 else 'fp32'} on {d.device}")
         result = TrainResult(steps=start, skipped=skipped)
+        saved = start  # the newest step with a checkpoint (start: the one resumed, or nothing at 0)
+
+        def save(step_done: int, rng_state: dict | None = None) -> Path:
+            nonlocal saved
+            ckpt = out / "checkpoints" / f"step_{step_done:07d}"
+            _save_checkpoint(ckpt, d, wrapped, optimizer, scheduler, step_done, cfg, rng_state)
+            saved = step_done
+            result.checkpoint_dir = str(ckpt)
+            return ckpt
+
         wrapped.train()
-        for step in range(start, total):
-            t0 = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            losses, aux_losses, rates, indices, kept = [], [], [], [], 1.0
-            for a in range(cfg.grad_accum):
-                batch = next(batches)
-                indices += batch.pop("index").tolist()
-                batch = {k: v.to(d.device) for k, v in batch.items()}
-                rate = rate_for_step(dist_rate, cfg.seed, step, a) if cfg.method == "evs" else cfg.stts_ratio
-                if cfg.method == "evs":
-                    handle.config = dataclasses.replace(handle.config, rate=rate)
-                rates.append(rate)
-                handle.stats = None
-                sync = a == cfg.grad_accum - 1 or d.world_size == 1 or not hasattr(wrapped, "no_sync")
-                with (contextlib.nullcontext() if sync else wrapped.no_sync()), autocast():
-                    outputs = wrapped(**batch)
-                    loss = outputs.loss
-                    aux = getattr(outputs, "stts_aux_loss", None)
-                    if cfg.method == "stts":
-                        if aux is None:
-                            raise RuntimeError("the STTS patch returned no outputs.stts_aux_loss in training mode")
-                        loss = loss + aux  # the STTS patch returns it already weighted by aux_loss_weight
-                        aux_losses.append(float(aux.detach()))
-                (loss / cfg.grad_accum).backward()
-                losses.append(float(outputs.loss.detach()))
-                if handle.stats is not None and handle.stats.tokens_before:
-                    kept = handle.stats.tokens_after / handle.stats.tokens_before
-                elif cfg.method == "stts":
-                    raise RuntimeError("the STTS patch recorded no keep statistics for a training batch with video")
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            local = sum(losses) / len(losses)
-            mean = _all_mean(local, d)
-            result.losses.append(mean)
-            local_aux = sum(aux_losses) / len(aux_losses) if aux_losses else None
-            mean_aux = _all_mean(local_aux, d) if aux_losses else None
-            if aux_losses:
-                result.aux_losses.append(mean_aux)
-            result.steps = step + 1
-            if on_step is not None:
-                on_step(StepInfo(step + 1, mean, local, rates, lr, kept, indices, wrapped, d.rank, d.world_size,
-                                 local_aux))
-            if (step + 1) % cfg.log_every == 0 or step + 1 == total:
-                logger.log({"step": step + 1, "epoch": f"{(step * cfg.grad_accum) / schedule.micro_per_epoch:.4f}",
-                            "loss": f"{mean:.6f}", "rate": f"{sum(rates) / len(rates):.6f}", "lr": f"{lr:.6g}",
-                            "kept_fraction": f"{kept:.6f}",
-                            "aux_loss": f"{mean_aux:.6f}" if aux_losses else "",
-                            "seconds": f"{time.perf_counter() - t0:.3f}"})
-            bar.update(1)
-            bar.set_postfix(loss=f"{mean:.4f}", rate=f"{rates[-1]:.2f}", kept=f"{kept:.2f}")
-            if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == total:
-                ckpt = out / "checkpoints" / f"step_{step + 1:07d}"
-                _save_checkpoint(ckpt, d, wrapped, optimizer, scheduler, step + 1, cfg)
-                result.checkpoint_dir = str(ckpt)
-        bar.close()
-        logger.close()
+        stop = _StopOnSigint(log)
+        with stop, _closing(bar, logger):
+            for step in range(start, total):
+                t0 = time.perf_counter()
+                rng_before = _rng_state(d)  # what a checkpoint of the previous step records, if this one fails
+                optimizer.zero_grad(set_to_none=True)
+                losses, aux_losses, rates, indices, kept = [], [], [], [], 1.0
+                for a in range(cfg.grad_accum):
+                    try:
+                        batch = next(batches)
+                    except DataError as e:  # a video that passed the header check fails to decode
+                        text = _data_error_text(e)
+                        # The model is still at the end of `step`: keep it (one process only; under torchrun the
+                        # other ranks are blocked in a collective and cannot join the save).
+                        if d.world_size == 1 and saved < step:
+                            try:
+                                log(f"data error; saved {save(step, rng_before)} first")
+                            except OSError as save_error:
+                                log(f"data error; could not save a checkpoint first: {save_error}")
+                        raise DataError(text) from None
+                    indices += batch.pop("index").tolist()
+                    batch = {k: v.to(d.device) for k, v in batch.items()}
+                    rate = rate_for_step(dist_rate, cfg.seed, step, a) if cfg.method == "evs" else cfg.stts_ratio
+                    if cfg.method == "evs":
+                        handle.config = dataclasses.replace(handle.config, rate=rate)
+                    rates.append(rate)
+                    handle.stats = None
+                    sync = a == cfg.grad_accum - 1 or d.world_size == 1 or not hasattr(wrapped, "no_sync")
+                    with (contextlib.nullcontext() if sync else wrapped.no_sync()), autocast():
+                        outputs = wrapped(**batch)
+                        loss = outputs.loss
+                        aux = getattr(outputs, "stts_aux_loss", None)
+                        if cfg.method == "stts":
+                            if aux is None:
+                                raise RuntimeError("the STTS patch returned no outputs.stts_aux_loss in training mode")
+                            loss = loss + aux  # the STTS patch returns it already weighted by aux_loss_weight
+                            aux_losses.append(float(aux.detach()))
+                    (loss / cfg.grad_accum).backward()
+                    losses.append(float(outputs.loss.detach()))
+                    if handle.stats is not None and handle.stats.tokens_before:
+                        kept = handle.stats.tokens_after / handle.stats.tokens_before
+                    elif cfg.method == "stts":
+                        raise RuntimeError("the STTS patch recorded no keep statistics for a training batch with video")
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                lr = scheduler.get_last_lr()[0]
+                optimizer.step()
+                scheduler.step()
+                local = sum(losses) / len(losses)
+                mean = _all_mean(local, d)
+                result.losses.append(mean)
+                local_aux = sum(aux_losses) / len(aux_losses) if aux_losses else None
+                mean_aux = _all_mean(local_aux, d) if aux_losses else None
+                if aux_losses:
+                    result.aux_losses.append(mean_aux)
+                result.steps = step + 1
+                if on_step is not None:
+                    on_step(StepInfo(step + 1, mean, local, rates, lr, kept, indices, wrapped, d.rank, d.world_size,
+                                     local_aux))
+                if (step + 1) % cfg.log_every == 0 or step + 1 == total:
+                    logger.log({"step": step + 1, "epoch": f"{(step * cfg.grad_accum) / schedule.micro_per_epoch:.4f}",
+                                "loss": f"{mean:.6f}", "rate": f"{sum(rates) / len(rates):.6f}", "lr": f"{lr:.6g}",
+                                "kept_fraction": f"{kept:.6f}",
+                                "aux_loss": f"{mean_aux:.6f}" if aux_losses else "",
+                                "seconds": f"{time.perf_counter() - t0:.3f}"})
+                bar.update(1)
+                bar.set_postfix(loss=f"{mean:.4f}", rate=f"{rates[-1]:.2f}", kept=f"{kept:.2f}")
+                if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == total:
+                    save(step + 1)
+                if stop.requested(d):
+                    if saved < step + 1:
+                        ckpt = save(step + 1)
+                        log(f"interrupted: saved {ckpt}; continue with the same command plus --resume auto")
+                    else:
+                        log(f"interrupted after step {step + 1} (checkpoint {result.checkpoint_dir})")
+                    raise KeyboardInterrupt
         if not cfg.no_export:
-            result.export_dir = _export(cfg, d, wrapped, trainable, handle, tokenizer, processor, out / "export")
+            try:
+                result.export_dir = _export(cfg, d, wrapped, trainable, handle, tokenizer, processor, out / "export")
+            except Exception as e:  # noqa: BLE001 -- safetensors reports a full disk as its own error type
+                if isinstance(e, OSError) or "No space left on device" in str(e) or "os error 28" in str(e):
+                    raise _write_error(e if isinstance(e, OSError) else OSError(errno.ENOSPC, str(e)),
+                                       out / "export") from None
+                raise
             log(f"exported to {result.export_dir}")
         d.barrier()
         return result
@@ -482,6 +745,79 @@ def train(cfg: TrainConfig, on_step: Callable[[StepInfo], Any] | None = None, pr
         if d.owns_group:
             torch.distributed.destroy_process_group()
 
+
+@contextlib.contextmanager
+def _closing(bar, logger):
+    """Close the progress bar and the logs (flushing TensorBoard) however the loop ends."""
+    try:
+        yield
+    finally:
+        bar.close()
+        logger.close()
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which finishes the step and checkpoints."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _StopOnSigint:
+    """The first SIGINT asks the loop to stop after the current step (it checkpoints, then raises
+    KeyboardInterrupt); a second one interrupts at once. Only in the main thread (signal's rule)."""
+
+    def __init__(self, log):
+        self.log, self.flag, self.previous = log, False, None
+
+    def _handle(self, signum, frame):
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+        self.log("interrupt: finishing this step, then saving a checkpoint (interrupt again to stop at once)")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def requested(self, d: _Dist) -> bool:
+        """Whether any rank was interrupted (ranks agree, so they checkpoint together)."""
+        return not _all_ok(not self.flag, d) if d.world_size > 1 else self.flag
+
+
+def _data_error_text(e: BaseException) -> str:
+    """The one-line ``FILE:LINE: ...`` of a DataError, also when a DataLoader worker wrapped it in a traceback."""
+    text = str(e).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split("DataError: ", 1)[1] if "DataError: " in last else last
+    return text
+
+
+def _apply_checkpoint(path: Path, state: dict, d: _Dist, model, optimizer, cfg: TrainConfig, total: int, log) -> int:
+    """Load a read checkpoint into model and optimizer after checking the settings; returns its step."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    if state["world_size"] != d.world_size:
+        raise ValueError(f"resume: checkpoint was written by {state['world_size']} ranks, this run has "
+                         f"{d.world_size}; exact resume needs the same world size")
+    changes = _resume_changes(state["config"], cfg)
+    step = int(state["step"])
+    if step >= total:
+        raise ValueError(f"resume: {path} is at step {step}, nothing left of {total} steps (raise --max-steps to "
+                         "train on)")
+    try:
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                       options=StateDictOptions(full_state_dict=True, strict=False))
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise ValueError(f"resume: {path / 'trainer.pt'} does not fit this model ({_cause(e)})") from None
+    log(f"resumed from {path} at step {step}")
+    for change in changes:
+        log(f"resume: {change} (applied from step {step + 1} on)")
+    return step
 
 def _all_mean(value: float, d: _Dist) -> float:
     if d.world_size == 1:
