@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--init", default=None, help="start from this bundle instead of a fresh model")
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace an earlier run in OUT/run (without it, an existing run there is refused)")
     ap.add_argument("--attn", choices=("eager", "sdpa"), default="sdpa",
                     help="attention kernel (on CPU, with subnormals flushed, the two were within 7%% for this model "
                          "in docs/train.md's runs)")
@@ -128,7 +130,7 @@ def main() -> None:
         rate_dist=args.rate_dist, export_rate=args.export_rate, lr=args.lr, weight_decay=0.01, warmup_steps=100,
         schedule="cosine", max_steps=args.steps, batch_size=args.batch_size, num_frames=NUM_FRAMES,
         min_pixels=FRAME_SIZE * FRAME_SIZE, max_pixels=FRAME_SIZE * FRAME_SIZE, num_workers=1, save_every=500,
-        log_every=10, seed=args.seed, attn_implementation=args.attn,
+        log_every=10, seed=args.seed, attn_implementation=args.attn, overwrite=args.overwrite,
     )
     result = train(cfg, on_step=on_step, progress=False)
     shutil.copy(init / SPEC_FILE, Path(result.export_dir) / SPEC_FILE)
