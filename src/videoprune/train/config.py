@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..validate import check_num_frames, check_pixel_budget, check_rate
 from .rates import RateDistribution
 
 __all__ = ["TrainConfig", "TINY_MODELS"]
@@ -122,23 +123,18 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-        if not 0.0 <= self.stts_ratio < 1.0:
-            raise ValueError(f"stts_ratio must be in [0, 1), got {self.stts_ratio!r}")
-        if self.export_rate is not None and not (isinstance(self.export_rate, (int, float))
-                                                 and 0.0 <= self.export_rate < 1.0):
-            raise ValueError(f"export_rate must be in [0, 1), got {self.export_rate!r}")
+        check_rate(self.stts_ratio, "stts_ratio")  # the validators EVSConfig, ask and analyze use too
+        if self.export_rate is not None:
+            check_rate(self.export_rate, "export_rate")
         if (self.method == "evs" and not self.no_export and self.export_rate is None
                 and not self.rate_distribution.is_fixed):
             raise ValueError(f"export_rate is required with the stochastic rate_dist {self.rate_dist!r}: "
                              "give the rate the exported model will be served at (--export-rate)")
         if self.attn_implementation is not None and self.attn_implementation not in ATTENTION:
             raise ValueError(f"attn_implementation must be one of {ATTENTION} or None, got {self.attn_implementation!r}")
-        for name in ("min_pixels", "max_pixels"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
-            raise ValueError(f"min_pixels ({self.min_pixels}) must be <= max_pixels ({self.max_pixels})")
+        check_pixel_budget(self.min_pixels, self.max_pixels)
+        if self.num_frames is not None:  # sampling refuses more than max_frames: say so before loading anything
+            check_num_frames(self.num_frames, upper=self.max_frames)
         if self.overwrite and self.resume:
             raise ValueError("give either resume (continue the run in output_dir) or overwrite (delete it and start "
                              "over), not both")
