@@ -93,7 +93,8 @@ class AccuracyConfig:
 # evaluation
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model, bundle, records, *, cfg=None, num_frames: int | None = None, batch_size: int = 20, progress=None):
+def evaluate(model, bundle, records, *, cfg=None, num_frames: int | None = None, batch_size: int = 20, progress=None,
+             answers: list | None = None):
     """Accuracy of ``model`` (optionally patched with ``cfg``) on ``records``.
 
     Args:
@@ -102,6 +103,8 @@ def evaluate(model, bundle, records, *, cfg=None, num_frames: int | None = None,
         records: dicts with ``video`` (absolute path), ``question``, ``answer``, ``type``.
         cfg: an EVSConfig / STTSConfig to patch with, or None for the unpruned model.
         num_frames: decode this many frames instead of the model's default (uniform baseline).
+        answers: when a list, each record's predicted answer is appended to it, in order (so other
+            harnesses can be checked against this one clip by clip).
 
     Returns: ``(accuracy, per_type, kept_fraction_measured)``.
     """
@@ -127,6 +130,8 @@ def evaluate(model, bundle, records, *, cfg=None, num_frames: int | None = None,
             pred = logits.argmax(-1).tolist()
             for r, p in zip(chunk, pred):
                 ok = bundle.decode_token(p) == r["answer"]
+                if answers is not None:
+                    answers.append(bundle.decode_token(p))
                 correct.append(ok)
                 per_type[r["type"]].append(ok)
             if progress is not None:
