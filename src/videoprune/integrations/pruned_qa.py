@@ -132,11 +132,17 @@ class PrunedVideoQA:
         self.device = torch.device(device)
         self.video_token_id = b.tokenizer.convert_tokens_to_ids(FAMILIES[b.family].video_token)
         rate = s.rate if s.rate is not None else 0.0
-        cfg, self.num_frames = method_config(s.method, rate, b, seed=s.seed, scorer=s.scorer_path or "default",
-                                             threshold=s.threshold)
         # a pruning label never runs unpruned: patch() raises when it cannot apply (unknown family,
         # scorer_path not fitting the checkpoint), and each prefill is checked to have gone through it
-        self.handle = videoprune.patch(b.model, cfg) if cfg is not None else None
+        try:
+            cfg, self.num_frames = method_config(s.method, rate, b, seed=s.seed, scorer=s.scorer_path or "default",
+                                                 threshold=s.threshold)
+            self.handle = videoprune.patch(b.model, cfg) if cfg is not None else None
+        except (ValueError, FileNotFoundError) as e:
+            if s.method != "stts" or "scorer_path" in str(e):
+                raise
+            raise ValueError(f"scorer_path={s.scorer_path or 'default'!r} does not fit pretrained={s.pretrained!r}: "
+                             f"{e}") from e
         self.samples: list[dict] = []
 
     # ---- inputs --------------------------------------------------------------------------
