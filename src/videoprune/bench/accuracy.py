@@ -382,7 +382,7 @@ def _series(results: list[dict]) -> dict[str, list[tuple[float, float]]]:
     return out
 
 
-def _plot(results: list[dict], path: Path) -> None:
+def _plot(results: list[dict], path: Path, title: str = "synthetic temporal video-QA: accuracy vs kept tokens") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -401,7 +401,7 @@ def _plot(results: list[dict], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xticks([0.1, 0.25, 0.5, 1.0], labels=["10%", "25%", "50%", "100%"])
     ax.xaxis.set_minor_formatter(NullFormatter())  # the log axis would label 2x10^-1 etc. over the percentages
-    ax.set_title("synthetic temporal video-QA: accuracy vs kept tokens")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
