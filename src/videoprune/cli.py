@@ -271,7 +271,18 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             lambda p, argv: _ask_parser(p), _ask_run),
     "bench": ("benchmarks: 'bench speed' (TTFT, prefill, decode, memory) and 'bench accuracy' (accuracy vs kept tokens)",
               _bench_parser, _bench_run),
+    # lmms-eval integration (issue #20): the code lives in integrations/lmms_task.py
+    "export-lmms-task": ("write the synthetic temporal video-QA as an offline lmms-eval task folder (clips, JSONL, YAML)",
+                         lambda p, argv: _lazy("integrations.lmms_task", "add_parser")(p),
+                         lambda args: _lazy("integrations.lmms_task", "run")(args)),
 }
+
+
+def _lazy(module: str, name: str):
+    """``videoprune.<module>.<name>``, imported when a subcommand is used, not when the CLI starts."""
+    import importlib  # noqa: PLC0415
+
+    return getattr(importlib.import_module(f"videoprune.{module}"), name)
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:

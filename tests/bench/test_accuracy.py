@@ -188,3 +188,22 @@ def test_threshold_keeps_the_asked_fraction_on_average_over_clips():
         tau = threshold_for_fraction(ds, fraction)
         kept = sum(float((d > tau).float().mean()) for d in ds) / len(ds)
         assert kept == pytest.approx(fraction)
+
+
+@pytest.mark.parametrize("kept", [0.5, 0.25, 0.1])
+def test_method_config_uniform_keeps_the_fraction_of_slices(kept):
+    """uniform at drop rate 1 - f decodes 2 * max(1, round(f * slices)) frames, as bench accuracy always has."""
+    from types import SimpleNamespace
+
+    from videoprune.bench.accuracy import method_config
+
+    bundle = SimpleNamespace(num_frames=16)
+    assert method_config("uniform", 1.0 - kept, bundle) == (None, 2 * max(1, round(kept * 8)))
+
+
+def test_method_config_unknown_method_is_named():
+    """An unknown method is a ValueError naming it."""
+    from videoprune.bench.accuracy import method_config
+
+    with pytest.raises(ValueError, match="tome"):
+        method_config("tome", 0.5, None)

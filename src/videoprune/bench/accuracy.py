@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["AccuracyConfig", "METHODS", "run_accuracy", "summary", "evaluate", "read_records"]
+__all__ = ["AccuracyConfig", "METHODS", "run_accuracy", "summary", "evaluate", "read_records", "method_config"]
 
 METHODS = ("none", "evs", "evs-pixel", "evs-pre", "evs-threshold", "random", "uniform", "stts", "uptrained")
 
@@ -93,7 +93,8 @@ class AccuracyConfig:
 # evaluation
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model, bundle, records, *, cfg=None, num_frames: int | None = None, batch_size: int = 20, progress=None):
+def evaluate(model, bundle, records, *, cfg=None, num_frames: int | None = None, batch_size: int = 20, progress=None,
+             answers: list | None = None):
     """Accuracy of ``model`` (optionally patched with ``cfg``) on ``records``.
 
     Args:
@@ -102,6 +103,8 @@ def evaluate(model, bundle, records, *, cfg=None, num_frames: int | None = None,
         records: dicts with ``video`` (absolute path), ``question``, ``answer``, ``type``.
         cfg: an EVSConfig / STTSConfig to patch with, or None for the unpruned model.
         num_frames: decode this many frames instead of the model's default (uniform baseline).
+        answers: when a list, each record's predicted answer is appended to it, in order (so other
+            harnesses can be checked against this one clip by clip).
 
     Returns: ``(accuracy, per_type, kept_fraction_measured)``.
     """
@@ -127,6 +130,8 @@ def evaluate(model, bundle, records, *, cfg=None, num_frames: int | None = None,
             pred = logits.argmax(-1).tolist()
             for r, p in zip(chunk, pred):
                 ok = bundle.decode_token(p) == r["answer"]
+                if answers is not None:
+                    answers.append(bundle.decode_token(p))
                 correct.append(ok)
                 per_type[r["type"]].append(ok)
             if progress is not None:
@@ -187,6 +192,44 @@ def calibrate_threshold(model, bundle, records, fraction: float) -> float:
 
 
 # --------------------------------------------------------------------------------------------
+# methods
+# --------------------------------------------------------------------------------------------
+def method_config(method: str, rate: float, bundle, *, seed: int = 0, scorer: str = "default",
+                  threshold: float | None = None):
+    """What ``method`` at drop ``rate`` means for ``bundle``: ``(patch cfg or None, frames to decode or None)``.
+
+    The one mapping from a method name to a pruning setup, shared by this benchmark and the
+    lmms-eval plug-in (:mod:`videoprune.integrations.lmms_eval`), so both run a method alike.
+    ``rate`` in [0, 1) is the fraction of video tokens dropped; ``uniform`` keeps ``1 - rate``
+    of the temporal slices (2 frames each, at least one slice) of ``bundle.num_frames``;
+    ``evs-threshold`` takes ``threshold`` instead of ``rate``; ``stts`` loads ``scorer``
+    ('default' = the one beside the model). ``none`` is ``(None, None)``; ``uptrained`` is a
+    different checkpoint, not a method of this one, so it is not handled here.
+    """
+    from .. import EVSConfig
+
+    if method == "none":
+        return None, None
+    if method == "evs-threshold":
+        if threshold is None:
+            raise ValueError("method 'evs-threshold' needs a threshold")
+        return EVSConfig(threshold=threshold), None
+    if method == "uniform":
+        if not bundle.num_frames:
+            raise ValueError("method 'uniform' needs a fixed frame count (the model samples by fps)")
+        kept = round(1.0 - rate, 12)  # 1 - (1 - f) is not always f in floats, and round() would see it
+        return None, 2 * max(1, round(kept * (bundle.num_frames // 2)))
+    if method == "stts":
+        return bundle.stts_config(rate, scorer), None
+    criteria = {"evs": {}, "evs-pixel": {"criterion": "pixel"},
+                "evs-pre": {"criterion": "pixel", "stage": "pre_encoder"},
+                "random": {"criterion": "random", "seed": seed}}
+    if method not in criteria:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    return EVSConfig(rate=rate, **criteria[method]), None
+
+
+# --------------------------------------------------------------------------------------------
 # the benchmark
 # --------------------------------------------------------------------------------------------
 def read_records(jsonl: str | Path) -> list[dict]:
@@ -233,38 +276,28 @@ def run_accuracy(cfg: AccuracyConfig, progress: bool = True) -> dict:
     model = bundle.model
     data = Path(cfg.data_dir) if cfg.data_dir else out / "data"
     test = _dataset(data / f"test-seed{cfg.seed}", "test", cfg.num, cfg.seed, bundle)
-    slices = bundle.num_frames // 2
 
     jobs = []  # (method, fraction, model, patch cfg, num_frames)
     for method in cfg.method_list:
         for f in cfg.fraction_list:
-            rate = 1.0 - f
             if method == "none":
                 if f == 1.0:
                     jobs.append((method, f, model, None, None))
                 continue
             if f == 1.0:
                 continue  # every method is the unpruned model at fraction 1
-            if method == "evs":
-                jobs.append((method, f, model, EVSConfig(rate=rate), None))
-            elif method == "evs-pixel":
-                jobs.append((method, f, model, EVSConfig(rate=rate, criterion="pixel"), None))
-            elif method == "evs-pre":
-                jobs.append((method, f, model, EVSConfig(rate=rate, criterion="pixel", stage="pre_encoder"), None))
-            elif method == "random":
-                jobs.append((method, f, model, EVSConfig(rate=rate, criterion="random", seed=cfg.seed), None))
-            elif method == "uniform":
-                jobs.append((method, f, model, None, 2 * max(1, round(f * slices))))
-            elif method == "evs-threshold":
+            if method == "evs-threshold":
                 jobs.append((method, f, model, "calibrate", None))
             elif method == "stts":
                 if cfg.stts_scorer in (None, "none"):
                     continue
-                jobs.append((method, f, model, bundle.stts_config(rate, cfg.stts_scorer), None))
+                jobs.append((method, f, model, *method_config(method, 1.0 - f, bundle, scorer=cfg.stts_scorer)))
             elif method == "uptrained":
                 if cfg.uptrained in (None, "none"):
                     continue
-                jobs.append((method, f, "uptrained", EVSConfig(rate=rate), None))
+                jobs.append((method, f, "uptrained", EVSConfig(rate=1.0 - f), None))
+            else:
+                jobs.append((method, f, model, *method_config(method, 1.0 - f, bundle, seed=cfg.seed)))
 
     calibrated = any(pcfg == "calibrate" for *_, pcfg, _ in jobs)
     total = len(jobs) * len(test) + (cfg.calibration_num if calibrated else 0)
@@ -349,7 +382,7 @@ def _series(results: list[dict]) -> dict[str, list[tuple[float, float]]]:
     return out
 
 
-def _plot(results: list[dict], path: Path) -> None:
+def _plot(results: list[dict], path: Path, title: str = "synthetic temporal video-QA: accuracy vs kept tokens") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -368,7 +401,7 @@ def _plot(results: list[dict], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xticks([0.1, 0.25, 0.5, 1.0], labels=["10%", "25%", "50%", "100%"])
     ax.xaxis.set_minor_formatter(NullFormatter())  # the log axis would label 2x10^-1 etc. over the percentages
-    ax.set_title("synthetic temporal video-QA: accuracy vs kept tokens")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
