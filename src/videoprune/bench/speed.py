@@ -583,7 +583,7 @@ def _make_inputs(model, cfg: SpeedConfig, clip, pipeline: str = "default") -> tu
     pre_s = time.perf_counter() - t
     ids = _molmo2_ids(model, video, cfg.prompt_tokens) if family == "molmo2" else \
         _synthetic_ids(model, video, cfg.prompt_tokens)
-    inputs = {k: v.to(cfg.device) for k, v in dict(ids, **video.model_inputs()).items()}
+    inputs = {k: v.to(cfg.device) for k, v in dict(ids, **video.model_inputs()).items() if k not in pixels}
     inputs.update(pixels)
     return inputs, video, pre_s
 
