@@ -398,11 +398,12 @@ MOLMO2_POOL = 3  # pool x pool patches per LLM token
 
 @dataclass
 class Molmo2Video:
-    """Molmo2 video tensors (what ``Molmo2VideoProcessor`` returns, shapes and layout of transformers 5.23).
+    """Molmo2 video tensors of one video (what ``Molmo2VideoProcessor`` returns, in shape and layout).
 
     Every frame is resized to the ViT's ``image_size`` and cut into ``p x p`` patches (rows of
     ``p * p * 3`` values, channel last); ``pool x pool`` windows of patches, in raster order, form
-    the LLM tokens (``video_token_pooling`` lists their global patch indices).
+    the LLM tokens (``video_token_pooling`` lists their patch indices; for one video they are the
+    same in every transformers release, see :mod:`videoprune.models.molmo2_layout`).
 
     Attributes:
         pixel_values_videos: ``(T, Hp * Wp, p * p * 3)`` float32.
@@ -459,10 +460,11 @@ def preprocess_molmo2(
         x = torch.from_numpy(_resize_normalize(frames, (h, w), IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD))
     else:
         x = _on_device(frames, (h, w), IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, dev)
+    from ..models.molmo2_layout import video_pooling  # noqa: PLC0415
+
     t, hp, wp = x.shape[0], h // p, w // p
     rows = x.view(t, 3, hp, p, wp, p).permute(0, 2, 4, 3, 5, 1).reshape(t, hp * wp, p * p * 3)
-    grid = torch.arange(hp * wp, device=dev).view(hp, wp)
-    win = grid.view(hp // pool, pool, wp // pool, pool).permute(0, 2, 1, 3).reshape(-1, pool * pool)
-    pooling = (win.unsqueeze(0) + hp * wp * torch.arange(t, device=dev).view(t, 1, 1)).reshape(-1, pool * pool)
+    # one video: its indices are the same in both of transformers' layouts, so none is looked up
+    pooling = video_pooling([t], hp, wp, pool, per_video=False).to(dev)
     return Molmo2Video(rows.contiguous(), pooling, torch.tensor([[t, hp // pool, wp // pool]], device=dev),
                        (hp // pool) * (wp // pool), t)
