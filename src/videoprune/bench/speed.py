@@ -562,6 +562,7 @@ def _make_inputs(model, cfg: SpeedConfig, clip, pipeline: str = "default") -> tu
     the uint8 frames then a batched torch pass on the device (``fast``).
     """
     from ..video import preprocess, preprocess_molmo2
+    from ..video.preprocess import get_family
 
     family = _family_of(model)
     dtype = getattr(torch, cfg.dtype)
@@ -572,11 +573,11 @@ def _make_inputs(model, cfg: SpeedConfig, clip, pipeline: str = "default") -> tu
         vc = model.config.vision_config
         video = preprocess_molmo2(clip, image_size=tuple(vc.image_size), patch_size=int(vc.patch_size), device=on)
     else:
-        kw = {}
-        if family != "llava_onevision":
-            per_video = family.startswith("qwen3_vl")  # its processor's budget covers all frames
+        spec, kw = get_family(family), {}
+        if spec.layout == "patches":  # the families with a pixel budget (the Qwen ones)
+            per_video = spec.resize == "qwen3"  # its budget covers all frames: --max-pixels stays per frame
             kw = {"max_pixels": cfg.max_pixels * (len(clip.frames) if per_video else 1), "min_pixels": 0}
-        video = preprocess(clip, family, device=on, **kw)
+        video = preprocess(clip, spec, device=on, **kw)
     pixels = {k: v.to(cfg.device, dtype) for k, v in video.model_inputs().items()
               if v.is_floating_point() and k.startswith("pixel")}
     _sync(cfg.device)
