@@ -1,4 +1,4 @@
-"""The default model's recipe (benchmarks/train_default_model.py): the extra-clip training mix."""
+"""The default model's recipe (recipes/train_default_model.py): the extra-clip training mix."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("av")
 
-RECIPE = Path(__file__).resolve().parents[2] / "benchmarks" / "train_default_model.py"
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "train_default_model.py"
 
 
 @pytest.fixture(scope="module")
