@@ -95,7 +95,7 @@ def make_inputs(family: str, prompts: list[list[tuple]], seed: int = 0, dtype=to
                 n = (h // 2) * (w // 2)  # LLM tokens per slice
                 vgrids.append([t, h, w])
                 pixel_videos.append(_video_pixels_qwen(gen, t, h, w))
-                if family == "qwen3_vl":
+                if family_for(family).spec.frame_timestamps_in_prompt:  # Qwen3-VL(-MoE)
                     for _ in range(t):
                         ids += torch.randint(4, 96, (TIMESTAMP_LEN,), generator=gen).tolist() + [VISION_START]
                         ids += [VIDEO_TOKEN] * n + [VISION_END]
