@@ -96,8 +96,12 @@ def run_case(case: dict, ckpt: str, video, max_tokens: int, out_dir: str) -> dic
     Q.compute_retention_mask = builtin_mask
     VM.observers[:] = [lambda ev: record["events"].append({**ev, "keep": ev["keep"].tolist()})]
     t0 = time.time()
+    import vllm
+
+    real_version = vllm.__version__
+    vllm.__version__ = case.get("fake_vllm_version", real_version)  # the version check reads it at start
     try:
-        llm = LLM(**kwargs)
+        llm = LLM(model=case.get("checkpoint", ckpt), **{k: v for k, v in kwargs.items() if k != "model"})
     except Exception as e:  # a case that must fail at start
         lines = [ln.strip() for ln in str(e).splitlines() if "videoprune" in ln or "vllm version" in ln]
         record["start_error"] = lines[0] if lines else (str(e).strip().splitlines() or [type(e).__name__])[-1]
@@ -105,15 +109,18 @@ def run_case(case: dict, ckpt: str, video, max_tokens: int, out_dir: str) -> dic
         return record
     finally:
         Q.compute_retention_mask = orig_mask
+        vllm.__version__ = real_version
     record["start_s"] = time.time() - t0
     Q.compute_retention_mask = builtin_mask
     _install_probes(llm, record)
     outs = llm.generate({"prompt": PROMPT, "multi_modal_data": {"video": video}},
-                        SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True))
+                        SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True, logprobs=1))
     Q.compute_retention_mask = orig_mask
     VM.observers[:] = []
     record["prompt_token_ids"] = list(outs[0].prompt_token_ids)
-    record["output_token_ids"] = list(outs[0].outputs[0].token_ids)
+    done = outs[0].outputs[0]
+    record["output_token_ids"] = list(done.token_ids)
+    record["output_logprobs"] = [step[tok].logprob for tok, step in zip(done.token_ids, done.logprobs)]
     vi = record.pop("video_input", None)
     if vi is not None and case.get("save_inputs"):
         torch.save({"pixel_values_videos": vi["pixel_values_videos"].cpu(), "video_grid_thw": vi["video_grid_thw"].cpu(),

@@ -34,7 +34,6 @@ TESTED_VLLM = ("0.32",)
 #: ``model_type -> methods`` the plug-in serves (Qwen3-VL: see videoprune.vllm's module docstring)
 FAMILIES: Mapping[str, tuple[str, ...]] = {
     "qwen2_5_vl": ("evs", "evs-pre", "stts"),
-    "qwen2_vl": ("evs", "evs-pre"),
 }
 _FIELDS = ("method", "rate", "scorer_path")
 _THRESHOLD_WHY = ("threshold mode is not available in vLLM: vLLM sizes a prompt's video placeholders from the "
