@@ -70,17 +70,20 @@ class Qwen2_5_VLSTTS(Qwen2_5_VLAdapter):
                 "prune_at": cfg.prune_at, "pool": self.pool(cfg)}
 
     # ---- encoder ------------------------------------------------------------------------------------
+    def _score_dense(self, handle: STTSHandle, pixels: torch.Tensor, grid_thw: torch.Tensor, training: bool):
+        """Blocks ``0..prune_at`` on every unit, then the scorer: ``(hidden (N_units, C), unit layout, selections)``."""
+        visual, m = self.visual, self.spatial_merge_size
+        full = QV.unit_layout(visual, grid_thw)
+        h = QV.run_blocks(visual, QV.embed_patches(visual, pixels, full), full, blocks=range(0, handle.config.prune_at + 1))
+        grids = [tuple(int(v) for v in r) for r in grid_thw.tolist()]
+        parts = h.split([t * hh * ww for t, hh, ww in grids])
+        pergrid = [windows_to_grid(x, t, hh, ww, m) for x, (t, hh, ww) in zip(parts, grids)]
+        return h, full, score_and_select(handle, pergrid, m, training)
+
     def encode(self, handle: STTSHandle, pixels: torch.Tensor, grid_thw: torch.Tensor):
         """``(dense features (N_units, D) with zeros at pruned units, keep_units (N_units,) bool, selections)``."""
-        cfg, visual, m = handle.config, self.visual, self.spatial_merge_size
-        k = cfg.prune_at
-        full = QV.unit_layout(visual, grid_thw)
-        h = QV.run_blocks(visual, QV.embed_patches(visual, pixels, full), full, blocks=range(0, k + 1))
-        grids = [tuple(int(v) for v in r) for r in grid_thw.tolist()]
-        sizes = [t * hh * ww for t, hh, ww in grids]
-        parts = h.split(sizes)
-        pergrid = [windows_to_grid(x, t, hh, ww, m) for x, (t, hh, ww) in zip(parts, grids)]
-        sels = score_and_select(handle, pergrid, m, self.inner.training)
+        visual, m, k = self.visual, self.spatial_merge_size, handle.config.prune_at
+        h, full, sels = self._score_dense(handle, pixels, grid_thw, self.inner.training)
         bias = None
         if sels[0].bias is not None:
             bias = torch.cat([grid_to_windows(s.bias.unsqueeze(-1), m).squeeze(-1) for s in sels]).to(h.device)
@@ -135,9 +138,5 @@ class Qwen2_5_VLSTTS(Qwen2_5_VLAdapter):
         install_llm_input(handle)  # pruning at the language model's input, with select() above
 
     def _side_scores(self, handle: STTSHandle, pixels: torch.Tensor, grid: torch.Tensor) -> None:
-        visual, m, k = self.visual, self.spatial_merge_size, handle.config.prune_at
-        full = QV.unit_layout(visual, grid)
-        h = QV.run_blocks(visual, QV.embed_patches(visual, pixels.type(visual.dtype), full), full, blocks=range(0, k + 1))
-        grids = [tuple(int(v) for v in r) for r in grid.tolist()]
-        parts = h.split([t * hh * ww for t, hh, ww in grids])
-        score_and_select(handle, [windows_to_grid(x, t, hh, ww, m) for x, (t, hh, ww) in zip(parts, grids)], m, True)
+        """ratio 0 in training: the scorer runs on the side for the auxiliary loss; the encoder output is untouched."""
+        self._score_dense(handle, pixels.type(self.visual.dtype), grid, True)
