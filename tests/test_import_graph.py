@@ -23,11 +23,11 @@ KNOWN_PRIVATE_IMPORTS = {
     ("videoprune.video.analyze", "_target_size"),
 }
 
-#: loops another change removes, each as one (module, module) pair of it; all through deferred imports
+#: loops another change removes, each as one (module, module) pair of it; both run through deferred imports
 KNOWN_CYCLES = {
     frozenset({"videoprune.bench", "videoprune.cli"}),  # removed by the methods-table branch
-    # models.base names the pre-encoder families from ADAPTERS in an error message (a deferred
-    # import of models/__init__, which imports base): for the family registry to take over
+    # ModelAdapter.check_config lists the pre-encoder families from ADAPTERS in its error message
+    # (a deferred import of models/__init__, which imports base through family and registry)
     frozenset({"videoprune.models", "videoprune.models.base"}),
 }
 
