@@ -149,3 +149,21 @@ def test_video_keep_stats_match_the_plans_counts():
     stats = video_keep_stats(keep, grids, merge)
     assert stats == plan.videos
     assert [s.kept_per_frame for s in stats] == [(2, 2), (1, 1, 1)]
+
+
+def test_score_and_select_takes_a_plain_namespace_untimed():
+    """score_and_select works on the vLLM plug-in's namespace (config, scorer), with select_videos' selections and loss."""
+    from types import SimpleNamespace
+
+    from videoprune.stts.hf import score_and_select, select_videos
+    from videoprune.stts.scorer import STTSScorer
+
+    cfg, pool, width = SB.stts_cfg(), 2, 8
+    torch.manual_seed(0)
+    scorer = STTSScorer(width, pool, cfg.mlp_hidden, cfg.attn_dim)
+    grids = [torch.randn(3, 4, 4, width), torch.randn(2, 4, 6, width)]
+    state = SimpleNamespace(config=cfg, scorer=scorer, aux_loss=None, last_selection=())
+    got = score_and_select(state, grids, pool, training=True)
+    want, aux = select_videos(cfg, scorer, grids, pool, training=True)
+    assert [torch.equal(g.keep_flat, w.keep_flat) for g, w in zip(got, want)] == [True, True]
+    assert state.last_selection == tuple(got) and torch.equal(state.aux_loss, aux)

@@ -27,6 +27,7 @@ transformers is never imported here.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -43,7 +44,8 @@ from .scorer import STTSScorer, window_mean
 from .select import STTSSelection, method_scores, select_tokens
 from .weights import load_scorer_state, save_scorer_state
 
-__all__ = ["STTS_FAMILIES", "STTSHandle", "VideoSelection", "additive_mask", "patch_stts", "score_and_select"]
+__all__ = ["STTS_FAMILIES", "STTSHandle", "VideoSelection", "additive_mask", "patch_stts", "score_and_select",
+           "select_videos"]
 
 #: ``model_type -> "module:Class"`` of the STTS family integration (imported lazily), from the family registry.
 STTS_FAMILIES: dict[str, str] = {t: f.stts for t, f in FAMILIES_BY_TYPE.items() if f.stts is not None}
@@ -164,31 +166,40 @@ def additive_mask(allowed: torch.Tensor | None, bias: torch.Tensor | None, dtype
     return out
 
 
-def score_and_select(handle: STTSHandle, grids: list[torch.Tensor], pool: int, training: bool) -> list[VideoSelection]:
-    """Score and select every video from its layer-``prune_at`` hidden states.
+def score_and_select(handle, grids: list[torch.Tensor], pool: int, training: bool) -> list[VideoSelection]:
+    """Score and select every video from its layer-``prune_at`` hidden states (:func:`select_videos`).
+
+    ``handle``: an :class:`STTSHandle` (the time counts as its ``select`` phase), or any object
+    with ``config`` and ``scorer`` (the vLLM plug-in passes a namespace; untimed). The auxiliary
+    loss goes to ``handle.aux_loss`` and the selections to ``handle.last_selection``.
+    """
+    with handle.phase("select") if isinstance(handle, PruneHandle) else contextlib.nullcontext():
+        out, handle.aux_loss = select_videos(handle.config, handle.scorer, grids, pool, training)
+    handle.last_selection = tuple(out)
+    return out
+
+
+def select_videos(cfg: STTSConfig, scorer: STTSScorer | None, grids: list[torch.Tensor], pool: int,
+                  training: bool) -> tuple[list[VideoSelection], torch.Tensor | None]:
+    """Per video, the :class:`VideoSelection`; and the auxiliary loss (mean over videos), else None.
 
     Args:
         grids: per video, ``(T, Hp, Wp, C)`` hidden states after block ``prune_at``.
         pool: merge window side.
-        training: compute the auxiliary loss (learned method; stored on ``handle.aux_loss``,
-            the mean over videos).
+        training: compute the auxiliary loss (learned method only).
 
     The learned scores feed both the selection and the key bias; baselines select from their
     own scores and get no bias (they have nothing to learn).
     """
-    cfg = handle.config
     out, aux = [], []
-    with handle.phase("select"):
-        for v, hidden in enumerate(grids):
-            wf = window_mean(hidden.detach(), pool)
-            learned = handle.scorer(hidden) if handle.scorer is not None else None
-            if training and learned is not None:
-                aux.append(temporal_aux_loss(learned, wf, cfg.aux_loss_weight))
-            s = method_scores(cfg.method, learned=learned, window_features=wf, seed=cfg.seed + v,
-                              ref_threshold=cfg.ref_threshold)
-            sel = select_tokens(s, cfg.ratio, pool)
-            bias = key_bias(learned, pool) if (learned is not None and cfg.ratio > 0) else None
-            out.append(VideoSelection(sel, learned, bias))
-        handle.aux_loss = torch.stack(aux).mean() if aux else None
-    handle.last_selection = tuple(out)
-    return out
+    for v, hidden in enumerate(grids):
+        wf = window_mean(hidden.detach(), pool)
+        learned = scorer(hidden) if scorer is not None else None
+        if training and learned is not None:
+            aux.append(temporal_aux_loss(learned, wf, cfg.aux_loss_weight))
+        s = method_scores(cfg.method, learned=learned, window_features=wf, seed=cfg.seed + v,
+                          ref_threshold=cfg.ref_threshold)
+        sel = select_tokens(s, cfg.ratio, pool)
+        bias = key_bias(learned, pool) if (learned is not None and cfg.ratio > 0) else None
+        out.append(VideoSelection(sel, learned, bias))
+    return out, (torch.stack(aux).mean() if aux else None)
