@@ -197,6 +197,8 @@ class _MethodTraining:
     model) trains, the task loss is the model's, nothing is exported beside the model.
     """
 
+    kind = ""  # the Method.kind it trains
+
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.spec = get_method(cfg.method, "train")
@@ -241,6 +243,8 @@ class _MethodTraining:
 class _EVSTraining(_MethodTraining):
     """EVS uptraining: the model trains with EVS on, the rate drawn per micro-batch (methods.md §1.4)."""
 
+    kind = "evs"
+
     def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
         self.rates = cfg.rate_distribution
@@ -263,6 +267,8 @@ class _EVSTraining(_MethodTraining):
 
 class _STTSTraining(_MethodTraining):
     """STTS: the scorer trains (with the base model when ``train_base``) on the task loss plus its auxiliary loss."""
+
+    kind = "stts"
 
     def trainable(self, model) -> tuple[torch.nn.Module, torch.nn.Module]:
         if self.cfg.train_base:
@@ -309,8 +315,8 @@ class _STTSTraining(_MethodTraining):
                 "stts_prune_at": cfg.stts_prune_at, "scorer": STTS_SCORER_FILE}
 
 
-#: how each kind of method in the methods table trains (``Method.kind``)
-_TRAINING_BY_KIND: dict[str, type[_MethodTraining]] = {"evs": _EVSTraining, "stts": _STTSTraining}
+#: how each kind of method in the methods table trains (``Method.kind`` -> strategy)
+_TRAINING_BY_KIND: dict[str, type[_MethodTraining]] = {c.kind: c for c in (_EVSTraining, _STTSTraining)}
 
 
 def _method_training(cfg: TrainConfig) -> _MethodTraining:
