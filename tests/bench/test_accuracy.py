@@ -70,6 +70,7 @@ def test_harness_reports_every_method_with_honest_budgets(tiny_bundle, tmp_path,
 
 
 def test_bad_accuracy_config_is_rejected():
+    """AccuracyConfig refuses an unknown method name and a kept fraction above 1 when it is built."""
     with pytest.raises(ValueError, match="methods"):
         AccuracyConfig(methods="evs,fastv")
     with pytest.raises(ValueError, match="fractions"):
@@ -131,6 +132,8 @@ def test_plot_series_run_in_ascending_kept_fraction_and_end_at_unpruned():
 
 
 def test_plot_series_give_uptrained_no_unpruned_point_of_the_default_model():
+    """The uptrained series holds only its own pruned points: the default model's unpruned point is not drawn on its
+    line."""
     from videoprune.bench.accuracy import _series
 
     assert _series(_series_rows())["uptrained"] == [(0.125, 0.3), (0.25, 0.7), (0.5, 0.8)]

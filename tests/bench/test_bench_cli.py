@@ -108,6 +108,8 @@ def test_accuracy_calibrates_on_at_most_num_clips_and_says_so(accuracy_run):
     ("accuracy", ["min(100, --num)", "videoprune-out/accuracy-", "default: 200"]),
 ])
 def test_help_states_the_defaults(capsys, bench, wanted):
+    """`bench speed --help` and `bench accuracy --help` spell out their defaults, the timestamped output folder
+    included, so a user need not read the code."""
     with pytest.raises(SystemExit):
         main(["bench", bench, "--help"])
     text = " ".join(capsys.readouterr().out.split())

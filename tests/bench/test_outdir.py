@@ -8,6 +8,7 @@ NOON = 1_800_000_000.0  # a fixed clock: every call below falls in the same seco
 
 
 def test_fresh_dir_is_named_after_the_bench_and_the_time(tmp_path):
+    """fresh_dir creates ROOT/<bench>-YYYYmmdd-HHMMSS, stamped with the local time, directly under the given root."""
     import time
 
     path = fresh_dir("speed", tmp_path, now=NOON)

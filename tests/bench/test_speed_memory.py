@@ -71,6 +71,8 @@ def test_activation_estimate_grows_with_frames():
 
 
 def test_without_scale_a_named_architecture_runs_at_a_quarter_and_a_checkpoint_at_full_size(tmp_path):
+    """With no --scale, a named architecture is built at DEFAULT_SCALE 0.25 while a local checkpoint runs at full size
+    1.0."""
     assert SpeedConfig().scale == speed.DEFAULT_SCALE == 0.25
     assert SpeedConfig(model=str(tmp_path)).scale == 1.0
 

@@ -311,6 +311,8 @@ GOOD = torch.randn(2 * 4, 3)
 
 @pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5, float("nan"), "0.5", True, None])
 def test_rate_outside_unit_interval_is_rejected(rate):
+    """A rate that is not a real number in [0, 1) (negative, 1 or more, NaN, a string, a bool, None) is refused with an
+    error naming rate."""
     with pytest.raises(ValueError, match="rate"):
         retention_mask(GOOD, (2, 4, 4), MERGE, rate)
 
@@ -328,12 +330,15 @@ def test_rate_outside_unit_interval_is_rejected(rate):
     ],
 )
 def test_bad_grid_is_rejected(grid, match):
+    """A grid that disagrees with the feature count, is not a multiple of the merge size, is empty, non-positive,
+    non-integer or misshapen is refused with a message saying which."""
     with pytest.raises(ValueError, match=match):
         retention_mask(GOOD, grid, MERGE, 0.5)
 
 
 @pytest.mark.parametrize("merge", [0, -2, 1.5, True])
 def test_bad_merge_size_is_rejected(merge):
+    """spatial_merge_size must be a positive int: zero, negative, fractional and bool values are refused."""
     with pytest.raises(ValueError, match="spatial_merge_size"):
         retention_mask(GOOD, (2, 4, 4), merge, 0.5)
 
@@ -341,6 +346,8 @@ def test_bad_merge_size_is_rejected(merge):
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
 @pytest.mark.parametrize("row", [0, 7])
 def test_non_finite_features_are_rejected(value, row):
+    """A NaN or infinite feature in frame 0 or a later frame is refused, because it would silently corrupt the
+    dissimilarity ranking."""
     feats = GOOD.clone()
     feats[row, 1] = value
     with pytest.raises(ValueError, match="NaN or infinite"):
@@ -348,6 +355,7 @@ def test_non_finite_features_are_rejected(value, row):
 
 
 def test_non_finite_single_frame_video_is_rejected():
+    """A single-frame video with a NaN feature is refused too, although frame 0 is always kept and needs no ranking."""
     feats = torch.randn(4, 3)
     feats[1, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or infinite"):
@@ -364,11 +372,14 @@ def test_non_finite_single_frame_video_is_rejected():
     ],
 )
 def test_bad_feature_tensor_is_rejected(feats, match):
+    """Features must be a floating-point torch.Tensor of rank 2: integer, rank-1, rank-3 and numpy inputs are refused.
+    """
     with pytest.raises(ValueError, match=match):
         retention_mask(feats, (2, 4, 4), MERGE, 0.5)
 
 
 def test_non_finite_pixels_are_rejected():
+    """pixel_dissimilarity refuses pixel_values holding a NaN."""
     pixels = torch.zeros(2 * 4 * 4, 12)
     pixels[3, 3] = float("nan")
     with pytest.raises(ValueError, match="pixel_values"):
@@ -376,6 +387,7 @@ def test_non_finite_pixels_are_rejected():
 
 
 def test_pixel_row_count_must_match_grid():
+    """pixel_dissimilarity refuses a pixel tensor whose patch row count does not match the grid."""
     with pytest.raises(ValueError, match="patch rows"):
         pixel_dissimilarity(torch.zeros(10, 12), (2, 4, 4), 2)
 
@@ -390,11 +402,14 @@ def test_pixel_row_count_must_match_grid():
     ],
 )
 def test_bad_threshold_arguments_are_rejected(kwargs, match):
+    """threshold_mask refuses a NaN threshold, keep fractions outside [0, 1] and a min_keep_fraction above
+    max_keep_fraction."""
     with pytest.raises(ValueError, match=match):
         threshold_mask(GOOD, (2, 4, 4), MERGE, **kwargs)
 
 
 def test_pixel_mask_needs_exactly_one_of_rate_and_threshold():
+    """pixel_retention_mask needs exactly one of rate and threshold: neither and both are refused."""
     pixels = torch.zeros(2 * 4 * 4, 12)
     with pytest.raises(ValueError, match="exactly one"):
         pixel_retention_mask(pixels, (2, 4, 4), 2)
@@ -404,6 +419,7 @@ def test_pixel_mask_needs_exactly_one_of_rate_and_threshold():
 
 @pytest.mark.parametrize("args", [(0, 4, 0.5), (4, 0, 0.5), (4, 2, 1.0), (2.5, 2, 0.1)])
 def test_retained_count_rejects_bad_arguments(args):
+    """retained_count refuses non-positive or non-int token and frame counts and a rate of 1."""
     with pytest.raises(ValueError):
         retained_count(*args)
 

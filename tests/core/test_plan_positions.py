@@ -149,6 +149,8 @@ def test_per_video_and_per_frame_counts():
     ],
 )
 def test_bad_plan_arguments_are_rejected(kwargs, match):
+    """build_plan refuses a keep mask of the wrong length or dtype, an unknown padding_side, a misshapen attention_mask
+    and a grid that disagrees with the video token count."""
     args = dict(video_token_mask=torch.ones(1, 4, dtype=torch.bool), video_keep=torch.ones(4, dtype=torch.bool))
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
@@ -156,6 +158,7 @@ def test_bad_plan_arguments_are_rejected(kwargs, match):
 
 
 def test_positions_with_wrong_shape_are_rejected():
+    """prune_positions refuses position_ids whose shape does not match the plan's batch and sequence length."""
     plan = build_plan(torch.ones(1, 4, dtype=torch.bool), torch.ones(4, dtype=torch.bool))
     with pytest.raises(ValueError, match="position_ids"):
         prune_positions(torch.zeros(3, 1, 5, dtype=torch.long), plan)

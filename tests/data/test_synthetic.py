@@ -88,15 +88,18 @@ def test_direction_keeps_its_second_mover():
 
 
 def test_the_sampler_never_draws_a_train_only_type():
+    """The scene sampler never picks a training-only question type on its own, so test and val stay free of them."""
     assert not {make_scene("test", 0, i).qtype for i in range(N_SCENES)} & set(TRAIN_ONLY_TYPES)
 
 
 def test_train_only_types_are_refused_outside_train(tmp_path):
+    """Asking write_dataset for a training-only question type in the test split is refused."""
     with pytest.raises(ValueError, match="training only"):
         write_dataset(tmp_path, "test", 2, qtypes=["direction_single"], progress=False)
 
 
 def test_unknown_question_types_are_refused(tmp_path):
+    """write_dataset refuses a question type it does not know."""
     with pytest.raises(ValueError, match="qtypes"):
         write_dataset(tmp_path, "train", 2, qtypes=["sideways"], progress=False)
 
@@ -187,6 +190,8 @@ def test_written_dataset_decodes_and_matches_jsonl(tmp_path):
     ],
 )
 def test_bad_generator_arguments_are_rejected(kwargs, match):
+    """make_scene refuses an unknown split, a frame count that is odd or below 12, a frame too narrow for its objects
+    and an unknown qtype."""
     with pytest.raises(ValueError, match=match):
         make_scene(**kwargs)
 

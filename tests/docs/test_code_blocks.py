@@ -1,8 +1,8 @@
 r"""Every code block of README.md and docs/*.md runs as written (or says, in the doc, why it cannot here).
 
 A fenced block tagged ``python``, ``bash`` or ``console`` is run in a fresh temporary folder
-(holding links to the repository's ``benchmarks/`` and ``examples/``, so paths read as from the
-repository root) with the test's virtual environment first on PATH (what ``source
+(holding links to the repository's ``benchmarks/``, ``examples/`` and ``recipes/``, so paths read
+as from the repository root) with the test's virtual environment first on PATH (what ``source
 .venv/bin/activate`` gives a reader):
 
 * ``python``: the block is a script, run by the venv's python;
@@ -33,7 +33,7 @@ RUNNABLE = ("python", "bash", "console")
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 TAG = re.compile(r"<!--\s*docs-test:\s*(skip|continues)\b\s*(.*?)\s*-->\s*$")
 TIMEOUT_S = 600
-LINKED = ("benchmarks", "examples")
+LINKED = ("benchmarks", "examples", "recipes")
 
 pytestmark = pytest.mark.docs
 

@@ -8,89 +8,43 @@ import math
 
 import torch
 
-VOCAB = 128
-HIDDEN = 32
-IMAGE_TOKEN = 100
-VIDEO_TOKEN = 101
-VISION_START = 102
-VISION_END = 103
+from videoprune.models import family_for
+from videoprune.models.family import TINY_HIDDEN, TINY_IDS, TINY_PATCH, TINY_VOCAB, tiny_text
+
+VOCAB = TINY_VOCAB
+HIDDEN = TINY_HIDDEN
+IMAGE_TOKEN = TINY_IDS["image_token_id"]
+VIDEO_TOKEN = TINY_IDS["video_token_id"]
+VISION_START = TINY_IDS["vision_start_token_id"]
+VISION_END = TINY_IDS["vision_end_token_id"]
 PAD_TOKEN = 0
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision")
 QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 # Qwen video: 12 frames -> 6 temporal slices; 8x8 patches -> 4x4 merged tokens per slice.
-QWEN_PATCH = 2
+QWEN_PATCH = TINY_PATCH
 QWEN_FRAMES = 12
 QWEN_GRID_HW = 8
 QWEN_IMAGE_GRID_HW = 4
 # LLaVA-OneVision: 8x8 px frames, patch 2 -> 4x4 patches, pooled to 2x2 tokens per frame.
-LLAVA_IMAGE_SIZE = 8
-LLAVA_PATCH = 2
+LLAVA_IMAGE_SIZE = 4 * TINY_PATCH
+LLAVA_PATCH = TINY_PATCH
 LLAVA_FRAMES = 6
 LLAVA_IMAGE_CROPS = 2  # anyres: the base view + one 8x8 tile
 
 
 def _text_config(**extra):
-    cfg = dict(bos_token_id=None, eos_token_id=None,
-        vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-        pad_token_id=PAD_TOKEN, head_dim=16,
-    )
-    cfg.update(extra)
-    return cfg
+    """The tiny LLM config the builders use: the records' tiny text with an explicit 16-wide head."""
+    return tiny_text(head_dim=16, **extra)
 
 
 def _ids():
-    return dict(image_token_id=IMAGE_TOKEN, video_token_id=VIDEO_TOKEN,
-                vision_start_token_id=VISION_START, vision_end_token_id=VISION_END)
+    return dict(TINY_IDS)
 
 
 def build_model(family: str, dtype: torch.dtype = torch.float32, seed: int = 0):
-    """A randomly initialised ``*ForConditionalGeneration`` of ``family``, eval mode, eager-free."""
-    import transformers as tf
-
-    torch.manual_seed(seed)
-    mrope = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}
-    if family == "qwen2_vl":
-        cfg = tf.Qwen2VLConfig(
-            text_config=_text_config(rope_parameters=mrope),
-            vision_config=dict(depth=1, embed_dim=32, hidden_size=HIDDEN, mlp_ratio=2, num_heads=2,
-                               patch_size=QWEN_PATCH, spatial_merge_size=2, temporal_patch_size=2),
-            **_ids(),
-        )
-        model = tf.Qwen2VLForConditionalGeneration(cfg)
-    elif family == "qwen2_5_vl":
-        cfg = tf.Qwen2_5_VLConfig(
-            text_config=_text_config(rope_parameters=mrope),
-            vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=HIDDEN,
-                               patch_size=QWEN_PATCH, spatial_merge_size=2, temporal_patch_size=2,
-                               window_size=8, fullatt_block_indexes=[1]),
-            **_ids(),
-        )
-        model = tf.Qwen2_5_VLForConditionalGeneration(cfg)
-    elif family == "qwen3_vl":
-        cfg = tf.Qwen3VLConfig(
-            text_config=_text_config(rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3],
-                                                      "mrope_interleaved": True, "rope_theta": 10000.0}),
-            vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=HIDDEN,
-                               patch_size=QWEN_PATCH, spatial_merge_size=2, temporal_patch_size=2,
-                               num_position_embeddings=64, deepstack_visual_indexes=[0]),
-            **_ids(),
-        )
-        model = tf.Qwen3VLForConditionalGeneration(cfg)
-    elif family == "llava_onevision":
-        cfg = tf.LlavaOnevisionConfig(
-            text_config=dict(model_type="qwen2", **_text_config()),
-            vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
-                               num_hidden_layers=2, num_attention_heads=2, image_size=LLAVA_IMAGE_SIZE,
-                               patch_size=LLAVA_PATCH),
-            image_token_index=IMAGE_TOKEN, video_token_index=VIDEO_TOKEN,
-            vision_feature_layer=-1, vision_feature_select_strategy="full",
-            image_grid_pinpoints=[[LLAVA_IMAGE_SIZE, LLAVA_IMAGE_SIZE]],
-        )
-        model = tf.LlavaOnevisionForConditionalGeneration(cfg)
-    else:
-        raise ValueError(family)
+    """A randomly initialised ``*ForConditionalGeneration`` of ``family`` (its record's tiny config), eval mode."""
+    model = family_for(family).tiny_model(seed, text=dict(head_dim=16))
     return model.to(dtype).eval()
 
 
@@ -141,7 +95,7 @@ def make_inputs(family: str, prompts: list[list[tuple]], seed: int = 0, dtype=to
                 n = (h // 2) * (w // 2)  # LLM tokens per slice
                 vgrids.append([t, h, w])
                 pixel_videos.append(_video_pixels_qwen(gen, t, h, w))
-                if family == "qwen3_vl":
+                if family_for(family).spec.frame_timestamps_in_prompt:  # Qwen3-VL(-MoE)
                     for _ in range(t):
                         ids += torch.randint(4, 96, (TIMESTAMP_LEN,), generator=gen).tolist() + [VISION_START]
                         ids += [VIDEO_TOKEN] * n + [VISION_END]

@@ -8,11 +8,14 @@ import torch
 
 from videoprune.models.molmo2_layout import video_pooling
 
+from videoprune.models import family_for
+from videoprune.models import molmo2 as M2
+
 VOCAB = 128
-PATCH_TOKEN = 101  # Molmo2 <im_patch>
-FRAME_START, FRAME_END = 105, 106
+PATCH_TOKEN = M2.TINY_TOKEN_IDS["image_patch_id"]  # Molmo2 <im_patch>
+FRAME_START, FRAME_END = M2.TINY_TOKEN_IDS["frame_start_token_id"], M2.TINY_TOKEN_IDS["frame_end_token_id"]
 # Molmo2 frames: 36 px, 6 px patches -> 6x6 patches, 3x3 pooling -> 2x2 LLM tokens per frame.
-M_IMAGE, M_PATCH, M_POOL = 36, 6, 3
+M_IMAGE, M_PATCH, M_POOL = M2.TINY_IMAGE, M2.TINY_PATCH, M2.TINY_POOL
 M_SIDE = M_IMAGE // M_PATCH
 M_TOKENS = (M_SIDE // M_POOL) ** 2
 M_FRAMES = 6
@@ -21,20 +24,8 @@ M_TAPS = [-1, -3]  # hidden_states 6 and 4: one tap inside the packed blocks, on
 
 
 def build_molmo2(seed: int = 0, vit_layers: int = M_VIT_LAYERS, taps=None):
-    import transformers as tf
-
-    cfg = tf.Molmo2Config(
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=vit_layers, num_attention_heads=2,
-                           num_key_value_heads=2, head_dim=16, image_size=[M_IMAGE, M_IMAGE], patch_size=M_PATCH),
-        adapter_config=dict(vision_feature_layer=list(taps or M_TAPS), hidden_size=32, num_attention_heads=2,
-                            num_key_value_heads=2, head_dim=16, intermediate_size=64, text_hidden_size=32),
-        text_config=dict(hidden_size=32, num_attention_heads=2, num_key_value_heads=1, head_dim=16, vocab_size=VOCAB,
-                         additional_vocab_size=8, num_hidden_layers=2, intermediate_size=64,
-                         max_position_embeddings=512),
-        image_start_token_id=102, low_res_image_start_token_id=104, image_end_token_id=103,
-        image_patch_id=PATCH_TOKEN, frame_start_token_id=FRAME_START, frame_end_token_id=FRAME_END)
-    torch.manual_seed(seed)
-    return tf.Molmo2ForConditionalGeneration(cfg).eval()
+    """The record's tiny Molmo2 with ``vit_layers`` ViT blocks and feature ``taps``, eval mode."""
+    return family_for("molmo2").tiny_model(seed, vit_layers=vit_layers, taps=list(taps or M_TAPS)).eval()
 
 
 def molmo2_video(gen: torch.Generator, frames: int = M_FRAMES) -> torch.Tensor:
@@ -82,20 +73,9 @@ Q_FULLATT = [1, 4]
 
 
 def build_qwen25(seed: int = 0):
-    import transformers as tf
-
-    import builders as B
-
-    mrope = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}
-    cfg = tf.Qwen2_5_VLConfig(
-        text_config=B._text_config(rope_parameters=mrope),
-        vision_config=dict(depth=Q_DEPTH, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=B.HIDDEN,
-                           patch_size=B.QWEN_PATCH, spatial_merge_size=2, temporal_patch_size=2,
-                           window_size=8, fullatt_block_indexes=Q_FULLATT),
-        **B._ids(),
-    )
-    torch.manual_seed(seed)
-    return tf.Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    """The record's tiny Qwen2.5-VL with a Q_DEPTH-block tower (full attention in Q_FULLATT), eval mode."""
+    vision = dict(depth=Q_DEPTH, fullatt_block_indexes=Q_FULLATT)
+    return family_for("qwen2_5_vl").tiny_model(seed, vision=vision, text=dict(head_dim=16)).eval()
 
 
 # ---- shared by the STTS model tests ---------------------------------------------------------

@@ -43,6 +43,8 @@ def reference_loss(family, model, inputs, labels, rate):
 
 @FAMILY
 def test_patched_loss_equals_the_gathered_reference_loss(tiny, family):
+    """With labels, the patched model's loss over a shortened sequence equals the loss of the explicit gather reference.
+    """
     model = tiny(family)
     inputs = B.make_inputs(family, PADDED, model=model)
     labels = answer_labels(inputs)
@@ -56,6 +58,7 @@ def test_patched_loss_equals_the_gathered_reference_loss(tiny, family):
 
 @FAMILY
 def test_rate_zero_loss_is_identical_to_the_unpatched_loss(tiny, family):
+    """At rate 0 the patched loss is bit-identical to the unpatched loss."""
     model = tiny(family)
     inputs = B.make_inputs(family, PADDED, model=model)
     labels = answer_labels(inputs)
@@ -79,6 +82,7 @@ def test_loss_gradient_reaches_the_vision_encoder_through_kept_tokens(tiny):
 
 
 def test_labels_on_pruned_video_tokens_are_an_error(tiny):
+    """Labels on video tokens that pruning drops raise an error instead of being silently lost from the loss."""
     model = tiny("qwen2_vl")
     inputs = B.make_inputs("qwen2_vl", PADDED[:1], model=model)
     labels = inputs["input_ids"].clone()  # a naive "labels = input_ids" puts labels on video tokens
@@ -88,6 +92,7 @@ def test_labels_on_pruned_video_tokens_are_an_error(tiny):
 
 
 def test_remove_restores_the_outer_forward(tiny):
+    """handle.remove() restores the model's outer forward exactly as it was before patching."""
     model = tiny("qwen2_vl")
     before = model.__dict__.get("forward")
     handle = videoprune.patch(model, videoprune.EVSConfig(rate=RATE))

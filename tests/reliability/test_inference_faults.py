@@ -216,6 +216,8 @@ def test_ask_refuses_more_video_tokens_than_the_context_before_decoding(tiny_bun
 
 
 def test_ask_cli_reports_the_context_overflow_in_one_line(tiny_bundle, long_clip, capsys):
+    """When a video has more tokens than the model's context, `videoprune ask` exits 1 with a one-line error saying the
+    request does not fit, no traceback."""
     from videoprune.cli import main
 
     code = main(["ask", long_clip, "what moves?", "--model", tiny_bundle, "--num-frames", str(LONG_FRAMES)])
@@ -237,6 +239,8 @@ def test_analyze_refuses_an_estimate_above_the_memory_limit_before_decoding(long
 
 
 def test_decode_refuses_frames_above_the_memory_limit(long_clip):
+    """decode refuses a request whose frames would exceed VideoLimits.max_memory_mb, naming the size needed and the
+    limit, before decoding."""
     from videoprune.video import SamplingConfig, VideoLimits, decode
 
     with pytest.raises(ValueError, match="decoding 300 frames of 112x112 needs about 11 MiB, more than the limit of 1 MiB"):
@@ -244,6 +248,8 @@ def test_decode_refuses_frames_above_the_memory_limit(long_clip):
 
 
 def test_an_explicit_frame_count_above_max_frames_is_refused_not_capped():
+    """An explicit num_frames above max_frames is refused with the flag to raise, never silently capped to fewer frames.
+    """
     from videoprune.video import SamplingConfig
 
     with pytest.raises(ValueError, match=r"num_frames=5000 is more than max_frames=32; raise max_frames "
@@ -302,6 +308,8 @@ def _scorer_file(tmp_path, kind: str) -> str:
     ("directory", "not a regular file: {path} (a directory)"),
 ])
 def test_bad_scorer_files_raise_one_line_value_errors(tmp_path, kind, message):
+    """A truncated, garbage, empty, missing or directory STTS scorer file raises a one-line ValueError naming the path
+    and what is wrong with it."""
     from videoprune.stts.weights import load_scorer_state
 
     path = _scorer_file(tmp_path, kind)
@@ -347,6 +355,7 @@ def test_a_fifo_is_refused_as_a_video_without_opening_it(tmp_path):
 
 
 def test_dev_zero_is_refused_as_a_video():
+    """A character device such as /dev/zero is refused as a video (not a regular file) instead of being read forever."""
     from videoprune.video import decode
 
     if not Path("/dev/zero").exists():
@@ -356,6 +365,7 @@ def test_dev_zero_is_refused_as_a_video():
 
 
 def test_a_directory_is_refused_as_a_video_by_the_cli(tmp_path, capsys):
+    """`videoprune analyze` on a directory exits 1 with exactly one line: not a regular file, a directory."""
     from videoprune.cli import main
 
     assert main(["analyze", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
@@ -391,12 +401,14 @@ NEGATIVE_THRESHOLD = {
 
 @pytest.mark.parametrize("where", list(NEGATIVE_THRESHOLD))
 def test_a_negative_threshold_is_refused_everywhere_with_one_message(where):
+    """A negative threshold is refused with the same message by every config and core function that takes one."""
     with pytest.raises(ValueError, match=THRESHOLD_MESSAGE):
         NEGATIVE_THRESHOLD[where]()
 
 
 @pytest.mark.parametrize("argv", [["--threshold", "-0.1"], ["--num-frames", "0"], ["--num-frames", "-3"]])
 def test_ask_cli_refuses_bad_settings_before_loading_a_model(argv, capsys, monkeypatch):
+    """`videoprune ask` refuses a negative threshold or a frame count below 1 in one line before any model is loaded."""
     from videoprune.cli import main
 
     monkeypatch.setattr("videoprune.bundle.load_bundle", lambda *a, **k: pytest.fail("a model was loaded"))
@@ -407,6 +419,8 @@ def test_ask_cli_refuses_bad_settings_before_loading_a_model(argv, capsys, monke
 
 
 def test_num_frames_zero_is_an_error_not_the_default():
+    """num_frames=0 is an error in AskConfig and ModelBundle.sampling, not a silent fallback to the default; only None
+    means the bundle's default."""
     from videoprune.ask import AskConfig
     from videoprune.bundle import ModelBundle
 
@@ -419,6 +433,7 @@ def test_num_frames_zero_is_an_error_not_the_default():
 
 
 def test_min_pixels_above_max_pixels_is_refused():
+    """min_pixels above max_pixels is refused with the same message by ModelBundle and by preprocess."""
     from videoprune.bundle import ModelBundle
     from videoprune.video import clip_from_frames, preprocess
 
@@ -432,6 +447,8 @@ def test_min_pixels_above_max_pixels_is_refused():
 
 @pytest.mark.parametrize("rate", [-0.1, 1.0, float("nan")])
 def test_rate_outside_0_1_is_refused_with_one_message(rate):
+    """A rate of -0.1, 1.0 or NaN is refused with the same message by EVSConfig, AskConfig, AnalyzeConfig and
+    core.retention_mask."""
     from videoprune.ask import AskConfig
     from videoprune.video.analyze import AnalyzeConfig
 
@@ -455,5 +472,7 @@ AUTOGRAD = {
 
 @pytest.mark.parametrize("fn", list(AUTOGRAD))
 def test_inputs_that_require_grad_give_the_detached_result(fn):
+    """Every core selection and dissimilarity function gives the same result, detached, whether or not its input
+    requires grad."""
     out = AUTOGRAD[fn](True)
     assert torch.equal(out, AUTOGRAD[fn](False)) and not out.requires_grad

@@ -74,6 +74,8 @@ def cli(*argv) -> int:
 # the output folder
 # --------------------------------------------------------------------------------------------
 def test_a_non_empty_output_dir_is_refused_in_one_line_and_left_untouched(toy, tmp_path, capsys):
+    """`videoprune train` into a folder holding an earlier run exits 1 with one line naming what it holds and the
+    --resume auto / --overwrite choices, and changes no file there."""
     out = tmp_path / "run"
     train(tiny(toy, out, max_steps=2))
     before = files(out)
@@ -88,6 +90,7 @@ def test_a_non_empty_output_dir_is_refused_in_one_line_and_left_untouched(toy, t
 
 
 def test_overwrite_deletes_the_old_runs_files_and_nothing_else(toy, tmp_path):
+    """--overwrite removes the earlier run's checkpoints and export but keeps files the user put in the folder."""
     out = tmp_path / "run"
     train(tiny(toy, out, max_steps=3, no_export=False))
     (out / "notes.txt").write_text("mine")
@@ -98,6 +101,7 @@ def test_overwrite_deletes_the_old_runs_files_and_nothing_else(toy, tmp_path):
 
 
 def test_resume_and_overwrite_together_are_refused(toy, tmp_path):
+    """resume and overwrite together are contradictory and refused when the config is built."""
     with pytest.raises(ValueError, match="either resume .* or overwrite"):
         tiny(toy, tmp_path, resume="auto", overwrite=True)
 
@@ -113,6 +117,7 @@ def test_auto_resume_without_a_checkpoint_replaces_the_metrics_of_the_unsaved_ru
 
 
 def test_auto_resume_never_deletes_an_export_it_cannot_resume(toy, tmp_path):
+    """resume=auto refuses a folder holding an export but no complete checkpoint, and leaves every file as it was."""
     out = tmp_path / "run"
     train(tiny(toy, out, max_steps=1, no_export=False))
     for ckpt in (out / "checkpoints").iterdir():
@@ -124,6 +129,8 @@ def test_auto_resume_never_deletes_an_export_it_cannot_resume(toy, tmp_path):
 
 
 def test_resuming_an_earlier_checkpoint_with_later_ones_present_is_refused(toy, tmp_path):
+    """Resuming from a checkpoint while later ones exist in the same run is refused, naming them, and no file changes.
+    """
     out = tmp_path / "run"
     train(tiny(toy, out, max_steps=3))
     before = files(out)
@@ -133,6 +140,7 @@ def test_resuming_an_earlier_checkpoint_with_later_ones_present_is_refused(toy, 
 
 
 def test_resuming_another_folders_checkpoint_into_a_run_folder_is_refused(toy, tmp_path):
+    """Resuming from a checkpoint of another run folder into an existing run is refused, since it would mix two runs."""
     train(tiny(toy, tmp_path / "a", max_steps=1))
     train(tiny(toy, tmp_path / "b", max_steps=1))
     with pytest.raises(ValueError, match="is not one of its checkpoints; resuming there would mix two runs"):
@@ -156,6 +164,8 @@ def test_resume_applies_a_new_lr_schedule_and_length_from_the_resumed_step(toy, 
 
 
 def test_extending_a_finished_cosine_run_does_not_train_at_lr_zero(toy, tmp_path):
+    """Resuming a finished cosine run with more max_steps follows the cosine curve of the new length instead of staying
+    at lr 0."""
     out = tmp_path / "run"
     train(tiny(toy, out, max_steps=2, schedule="cosine"))
     train(tiny(toy, out, max_steps=4, schedule="cosine", resume="auto"))
@@ -164,6 +174,8 @@ def test_extending_a_finished_cosine_run_does_not_train_at_lr_zero(toy, tmp_path
 
 
 def test_a_changed_lr_changes_the_resumed_losses(toy, tmp_path):
+    """A resumed run uses the newly given lr: losses match up to the first step after resuming and differ from then on.
+    """
     train(tiny(toy, tmp_path / "a", max_steps=1))
     train(tiny(toy, tmp_path / "b", max_steps=1))
     same = train(tiny(toy, tmp_path / "a", max_steps=3, resume="auto")).losses
@@ -173,6 +185,7 @@ def test_a_changed_lr_changes_the_resumed_losses(toy, tmp_path):
 
 
 def test_resume_refuses_changed_data_settings_listing_each(toy, tmp_path):
+    """Resuming with a changed batch size or seed is refused, listing each old and new value, and no file changes."""
     out = tmp_path / "run"
     train(tiny(toy, out, max_steps=1))
     before = files(out)
@@ -192,6 +205,8 @@ CORRUPTIONS = {"garbage": lambda b: b"\x80\x04 not a pickle" * 8, "truncated": l
 @pytest.mark.parametrize("name", ["trainer.pt", "rng_rank0.pt"])
 @pytest.mark.parametrize("how", sorted(CORRUPTIONS))
 def test_a_corrupt_checkpoint_file_is_named_in_one_line(toy, tmp_path, name, how):
+    """Resuming from a checkpoint with a corrupt trainer.pt or rng file raises one line naming that file, and no file
+    changes."""
     out = tmp_path / "run"
     train(tiny(toy, out, max_steps=2))
     bad = out / "checkpoints" / "step_0000002" / name
@@ -206,6 +221,8 @@ def test_a_corrupt_checkpoint_file_is_named_in_one_line(toy, tmp_path, name, how
 
 @pytest.mark.parametrize("name", ["trainer.pt", "rng_rank0.pt"])
 def test_auto_resume_falls_back_past_a_corrupt_checkpoint_and_replaces_it(toy, tmp_path, name, capsys):
+    """resume=auto skips a corrupt latest checkpoint with a message, resumes from the one before with exactly the losses
+    of an uninterrupted run, and rewrites the bad step whole."""
     full = train(tiny(toy, tmp_path / "full", max_steps=3, save_every=0))
     out = tmp_path / "run"
     train(tiny(toy, out, max_steps=2))
@@ -222,6 +239,8 @@ def test_auto_resume_falls_back_past_a_corrupt_checkpoint_and_replaces_it(toy, t
 
 
 def test_auto_resume_with_no_loadable_checkpoint_says_why_for_each(toy, tmp_path):
+    """When no checkpoint loads, resume=auto raises one error giving the reason for each checkpoint, and no file
+    changes."""
     out = tmp_path / "run"
     train(tiny(toy, out, max_steps=2))
     for ckpt in (out / "checkpoints").iterdir():
@@ -254,6 +273,8 @@ def _fail_saving_step(monkeypatch, step: int, error: BaseException):
                  "write failed"),
 ], ids=["oserror", "torch-writer"])
 def test_a_full_disk_is_one_line_and_keeps_the_earlier_checkpoints(toy, tmp_path, monkeypatch, capsys, error):
+    """A full disk while saving exits 1 with one line naming the file, removes the half-written checkpoint and keeps the
+    earlier checkpoints intact."""
     out = tmp_path / "run"
     train(tiny(toy, out, max_steps=2))
     before = files(out)
@@ -276,6 +297,8 @@ def test_a_full_disk_is_one_line_and_keeps_the_earlier_checkpoints(toy, tmp_path
 
 
 def test_a_crash_mid_save_leaves_no_checkpoint_that_auto_would_pick(toy, tmp_path, monkeypatch):
+    """A crash while a checkpoint is written leaves only a hidden temporary folder, so resume=auto picks the last
+    complete checkpoint and reproduces the losses exactly."""
     class Crash(BaseException):
         pass
 
@@ -309,6 +332,8 @@ def _faststart_truncated(src: Path, dst: Path) -> None:
 
 
 def test_a_video_breaking_mid_run_checkpoints_first_and_names_file_and_line(toy, tmp_path, capsys):
+    """A video that fails to decode mid-run saves a checkpoint first and raises an error naming the jsonl file, line and
+    clip; once the clip is fixed the resumed run reproduces the uninterrupted losses."""
     import shutil
 
     from videoprune.train.data import ShardedSchedule
@@ -340,6 +365,8 @@ def test_a_video_breaking_mid_run_checkpoints_first_and_names_file_and_line(toy,
 # Ctrl-C
 # --------------------------------------------------------------------------------------------
 def test_sigint_checkpoints_exits_130_and_the_run_resumes(toy, tmp_path):
+    """SIGINT during training saves a checkpoint, exits 130 with a message, and the run resumes from it with the losses
+    of an uninterrupted run."""
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(

@@ -31,6 +31,8 @@ def biased_block(x, bias, qkv):
 
 
 def test_task_loss_reaches_scorer_through_key_bias():
+    """A task loss on the kept tokens reaches the scorer (the attention pool included) through the key bias, although
+    the hard selection itself carries no gradient."""
     torch.manual_seed(0)
     scorer, qkv = STTSScorer(WIDTH, POOL, 16, 4), torch.nn.Linear(WIDTH, 3 * WIDTH)
     hidden = torch.randn(T, HP, WP, WIDTH)
@@ -59,6 +61,7 @@ def test_task_loss_without_the_bias_does_not_reach_scorer():
 
 
 def test_aux_loss_reaches_scorer_but_not_the_encoder_features():
+    """The temporal auxiliary loss trains the scorer but sends no gradient into the encoder features."""
     torch.manual_seed(0)
     scorer = STTSScorer(WIDTH, POOL, 16, 4)
     hidden = torch.randn(T, HP, WP, WIDTH, requires_grad=True)
@@ -69,6 +72,7 @@ def test_aux_loss_reaches_scorer_but_not_the_encoder_features():
 
 
 def test_aux_loss_training_moves_scores_toward_the_target():
+    """Sixty Adam steps on the auxiliary loss halve it, and a static frame ends up scoring lower than a moving one."""
     torch.manual_seed(0)
     scorer = STTSScorer(WIDTH, POOL, 16, 4)
     hidden = torch.randn(T, HP, WP, WIDTH)

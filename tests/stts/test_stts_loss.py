@@ -9,17 +9,20 @@ T, H, W, C = 3, 2, 2, 5
 
 
 def test_target_matches_cosine_definition():
+    """The temporal target is 1 - cos(frame t, frame t-1) at every location."""
     f = torch.randn(T, H, W, C)
     expected = 1 - F.cosine_similarity(f[1:], f[:-1], dim=-1)
     torch.testing.assert_close(temporal_target(f), expected)
 
 
 def test_static_video_target_is_zero():
+    """A static video has a target of zero everywhere."""
     f = torch.randn(1, H, W, C).expand(T, H, W, C)
     assert torch.allclose(temporal_target(f), torch.zeros(T - 1, H, W), atol=1e-6)
 
 
 def test_loss_value_ignores_frame_0_and_applies_weight():
+    """The auxiliary loss is weight * mean squared error over frames 1 onward: frame 0's scores do not change it."""
     f = torch.randn(T, H, W, C)
     scores = torch.rand(T, H, W)
     other = scores.clone()
@@ -31,6 +34,8 @@ def test_loss_value_ignores_frame_0_and_applies_weight():
 
 
 def test_target_is_detached():
+    """The target is detached: the loss sends gradient to the scores of frames 1 onward only, never into the features.
+    """
     f = torch.randn(T, H, W, C, requires_grad=True)
     scores = torch.rand(T, H, W, requires_grad=True)
     temporal_aux_loss(scores, f).backward()
@@ -40,6 +45,8 @@ def test_target_is_detached():
 
 
 def test_single_frame_gives_zero_loss_with_a_graph():
+    """A single-frame video gives a loss of 0 that still backpropagates (zero gradients), so training code needs no
+    special case."""
     scores = torch.rand(1, H, W, requires_grad=True)
     loss = temporal_aux_loss(scores, torch.randn(1, H, W, C))
     assert loss.item() == 0.0

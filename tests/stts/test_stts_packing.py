@@ -76,6 +76,8 @@ def keep_from_counts(counts, cap, seed=0):
     ],
 )
 def test_ffd_uses_the_minimum_number_of_rows_on_crafted_cases(counts, cap, rows):
+    """On crafted frame sizes first-fit-decreasing packing reaches the optimal row count, and fully pruned frames take
+    no row."""
     assert len(ffd_pack(counts, cap)) == rows == optimal_rows(counts, cap)
 
 
@@ -90,6 +92,8 @@ def test_ffd_is_not_always_optimal_and_the_test_bound_knows_it():
 @settings(max_examples=150, deadline=None)
 @given(st.integers(1, 9).flatmap(lambda cap: st.tuples(st.just(cap), st.lists(st.integers(0, cap), min_size=1, max_size=7))))
 def test_ffd_equals_reference_ffd_and_respects_its_bound(case):
+    """ffd_pack equals a plain reference FFD, stays within 11/9 OPT + 6/9 rows, never overfills a row and places each
+    non-empty frame once."""
     cap, sizes = case
     rows = ffd_pack(sizes, cap)
     assert rows == reference_ffd(sizes, cap)
@@ -101,6 +105,8 @@ def test_ffd_equals_reference_ffd_and_respects_its_bound(case):
 
 # ---------------------------------------------------------------------------- layout
 def test_layout_places_each_kept_token_exactly_once_in_raster_order_per_frame():
+    """The packed layout places each kept token exactly once, in raster order within its frame, and numbers the kept
+    tokens contiguously."""
     keep = keep_from_counts([6, 2, 3, 0, 4], 6)
     lay = build_layout(keep)
     assert lay.num_rows == 3 and lay.rows == ((0,), (4, 1), (2,))
@@ -114,6 +120,7 @@ def test_layout_places_each_kept_token_exactly_once_in_raster_order_per_frame():
 
 
 def test_cu_seqlens_cover_nonempty_frames_of_the_flat_kept_tokens():
+    """cu_seqlens has one segment per non-empty frame over the flat kept tokens, and max_seqlen is the largest frame."""
     keep = keep_from_counts([4, 0, 2, 3], 4)
     assert build_layout(keep).cu_seqlens.tolist() == [0, 4, 6, 9]
     assert build_layout(keep).max_seqlen == 4
@@ -121,6 +128,7 @@ def test_cu_seqlens_cover_nonempty_frames_of_the_flat_kept_tokens():
 
 
 def test_attention_mask_is_block_diagonal_by_frame():
+    """In a packed row a token attends only to tokens of its own frame: the mask is block-diagonal by frame."""
     lay = build_layout(keep_from_counts([4, 1, 2, 1], 4))
     seg = lay.segment_ids
     m = lay.attn_mask[:, 0]
@@ -153,6 +161,7 @@ def to_heads(x):
 
 @pytest.mark.parametrize("counts, cap", [([9, 5, 4, 6, 3, 7, 2], 9), ([4, 1, 1, 1, 0, 3], 4), ([6, 6], 6)])
 def test_packed_attention_equals_each_frame_alone(counts, cap):
+    """Packed attention over shared rows gives the same output as attending within each frame's kept tokens alone."""
     torch.manual_seed(0)
     keep = keep_from_counts(counts, cap, seed=1)
     q, k, v = (torch.randn(len(counts), HEADS, cap, HEAD_DIM) for _ in range(3))
@@ -164,6 +173,8 @@ def test_packed_attention_equals_each_frame_alone(counts, cap):
 
 
 def test_refilled_frame_attends_to_its_whole_frame_but_outputs_only_kept():
+    """A frame alone in its row is refilled: it attends over its whole frame, outputs only its kept tokens, and cannot
+    be packed from kept tokens alone."""
     torch.manual_seed(0)
     counts, cap = [4, 3, 2], 4  # FFD: 4 | 3 | 2 -> frames 1 and 2 alone in their rows
     keep = keep_from_counts(counts, cap, seed=2)
@@ -184,6 +195,8 @@ def test_refilled_frame_attends_to_its_whole_frame_but_outputs_only_kept():
 @given(st.integers(1, 6).flatmap(lambda cap: st.tuples(st.just(cap), st.lists(st.integers(0, cap), min_size=1, max_size=6))),
        st.booleans())
 def test_scatter_back_inverts_packing(case, refill):
+    """scatter_back undoes pack (pruned positions get the fill value) and unpack_kept / pack_kept round-trip the kept
+    tokens, with or without refill."""
     cap, counts = case
     keep = keep_from_counts(counts, cap)
     x = torch.randn(len(counts), cap, C)
@@ -196,6 +209,7 @@ def test_scatter_back_inverts_packing(case, refill):
 
 
 def test_scatter_back_is_differentiable():
+    """scatter_back passes gradient to exactly the output slots of the packed tensor."""
     keep = keep_from_counts([3, 1], 3)
     lay = build_layout(keep)
     packed = torch.randn(lay.num_rows, 3, C, requires_grad=True)

@@ -17,6 +17,8 @@ from videoprune.video import SamplingConfig
 
 
 def test_labels_cover_exactly_the_answer_and_end_of_turn(toy_jsonl):
+    """Labels are set on exactly the answer and its end-of-turn token, equal to their input ids, and ignored everywhere
+    before, so the loss trains only the answer."""
     tok = build_word_tokenizer()
     records, _ = read_jsonl(toy_jsonl)
     ds = VideoQADataset(records, tok, "qwen2_5_vl", sampling=SamplingConfig(num_frames=FRAMES),
@@ -29,6 +31,8 @@ def test_labels_cover_exactly_the_answer_and_end_of_turn(toy_jsonl):
 
 
 def test_collate_left_pads_with_ignored_labels(toy_jsonl):
+    """collate left-pads each row with pad ids, ignored labels and a zero attention mask, keeps each row's tokens
+    intact, and stacks one video grid per row."""
     tok = build_word_tokenizer()
     records, _ = read_jsonl(toy_jsonl)
     ds = VideoQADataset(records, tok, "qwen2_5_vl", sampling=SamplingConfig(num_frames=FRAMES),
@@ -45,6 +49,8 @@ def test_collate_left_pads_with_ignored_labels(toy_jsonl):
 
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_rank_shards_are_disjoint_and_equal_sized(world):
+    """For 1 to 3 ranks the per-rank shards share no sample and are equal in size, so no rank waits or sees another's
+    data."""
     n, bs = 11, 2
     per_rank = [[i for m in range(ShardedSchedule(n, bs, r, world, seed=5).micro_per_epoch)
                  for i in ShardedSchedule(n, bs, r, world, seed=5).micro_batch(m)] for r in range(world)]
@@ -54,6 +60,7 @@ def test_rank_shards_are_disjoint_and_equal_sized(world):
 
 
 def test_next_epoch_reshuffles():
+    """The second epoch visits the samples in a different order from the first."""
     s = ShardedSchedule(8, 4, 0, 1, seed=0)
     assert s.micro_batch(0) + s.micro_batch(1) != s.micro_batch(2) + s.micro_batch(3)
 
@@ -71,17 +78,20 @@ def broken_jsonl(toy_jsonl, tmp_path):
 
 
 def test_bad_video_is_fatal_with_its_line_number(broken_jsonl):
+    """With on_bad_video='error' a missing video stops read_jsonl with an error naming the file and line."""
     with pytest.raises(ValueError, match=r"train\.jsonl:2: bad video"):
         read_jsonl(broken_jsonl, "error")
 
 
 def test_bad_videos_are_skipped_and_reported_by_line(broken_jsonl):
+    """With on_bad_video='skip' the missing and the garbage video are left out and reported by line number."""
     records, bad = read_jsonl(broken_jsonl, "skip")
     assert [r.line for r in records] == [1, 3]
     assert [b.line for b in bad] == [2, 4]
 
 
 def test_training_with_skip_never_reads_a_bad_video(broken_jsonl, tmp_path, capsys):
+    """Training with skip draws only good lines, reports the skipped lines, and warns about each on stderr."""
     seen = []
     result = train(tiny_config(broken_jsonl, tmp_path / "out", max_steps=2, on_bad_video="skip", no_export=True),
                    on_step=lambda s: seen.extend(s.indices))
@@ -90,6 +100,7 @@ def test_training_with_skip_never_reads_a_bad_video(broken_jsonl, tmp_path, caps
 
 
 def test_training_with_error_stops_before_any_step(broken_jsonl, tmp_path):
+    """Training with on_bad_video='error' fails on the bad line before any step runs."""
     steps = []
     with pytest.raises(ValueError, match=r":2: bad video"):
         train(tiny_config(broken_jsonl, tmp_path / "out", no_export=True), on_step=steps.append)
@@ -97,6 +108,7 @@ def test_training_with_error_stops_before_any_step(broken_jsonl, tmp_path):
 
 
 def test_malformed_line_names_its_number(tmp_path):
+    """A line that is not valid JSON is always fatal, even with skip, and the error names its line."""
     bad = tmp_path / "d.jsonl"
     bad.write_text('{"video": "a.mp4", "question": "q", "answer": "a"}\n{oops\n')
     with pytest.raises(ValueError, match=r"d\.jsonl:2: not valid JSON"):
@@ -105,6 +117,7 @@ def test_malformed_line_names_its_number(tmp_path):
 
 @pytest.mark.parametrize("stamps", ["[0.0, NaN]", "[Infinity]", "[-1.0]", "[true]"])
 def test_non_finite_or_negative_timestamps_are_refused_with_their_line(tmp_path, stamps):
+    """NaN, infinite, negative or non-numeric timestamps are refused with an error naming the line."""
     bad = tmp_path / "d.jsonl"
     bad.write_text(f'{{"video": "a.mp4", "question": "q", "answer": "a", "timestamps": {stamps}}}\n')
     with pytest.raises(ValueError, match=r"d\.jsonl:1: 'timestamps' must be"):
@@ -127,12 +140,15 @@ def outside_jsonl(toy_jsonl, tmp_path):
 
 
 def test_videos_may_live_outside_the_data_folder_by_default(outside_jsonl):
+    """By default videos reached by '..', an absolute path or a symlink outside the data folder are accepted."""
     records, bad = read_jsonl(outside_jsonl)
     assert len(records) == 4 and bad == []
 
 
 @pytest.mark.parametrize("line", [2, 3, 4])
 def test_confine_refuses_dotdot_absolute_and_symlinked_paths(outside_jsonl, line):
+    """With confine, a video reached by '..', an absolute path or a symlink outside the data folder is refused naming
+    the line, never silently skipped."""
     lines = outside_jsonl.read_text().splitlines()
     outside_jsonl.write_text(lines[0] + "\n" + lines[line - 1] + "\n")
     with pytest.raises(ValueError, match=r"train\.jsonl:2: video .* outside the data folder .*confine_videos"):
@@ -140,12 +156,14 @@ def test_confine_refuses_dotdot_absolute_and_symlinked_paths(outside_jsonl, line
 
 
 def test_confine_accepts_the_paths_inside(outside_jsonl):
+    """With confine, a video inside the data folder is still accepted."""
     lines = outside_jsonl.read_text().splitlines()
     outside_jsonl.write_text(lines[0] + "\n")
     assert [r.line for r in read_jsonl(outside_jsonl, confine=True)[0]] == [1]
 
 
 def test_a_decode_failure_names_the_jsonl_file_and_line(toy_jsonl, tmp_path):
+    """A video that breaks after the header check raises a DataError naming the jsonl file, the line and the video."""
     root = tmp_path / "copy"
     shutil.copytree(toy_jsonl.parent, root)
     records, _ = read_jsonl(root / toy_jsonl.name)

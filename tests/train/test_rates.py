@@ -33,10 +33,12 @@ def beta_cdf(alpha: float, beta: float, scale: float):
 
 
 def test_fixed_rate_is_constant():
+    """fixed:R gives R at every step."""
     assert set(draws("fixed:0.75").tolist()) == {0.75}
 
 
 def test_uniform_rates_follow_the_uniform_cdf():
+    """uniform:a,b draws lie in [a, b] and pass a Kolmogorov-Smirnov test against the uniform CDF."""
     a, b = 0.2, 0.9
     x = draws(f"uniform:{a},{b}")
     assert x.min() >= a and x.max() <= b
@@ -45,6 +47,7 @@ def test_uniform_rates_follow_the_uniform_cdf():
 
 @pytest.mark.parametrize("alpha,beta,scale", [(2.0, 2.0, 0.9), (5.0, 1.5, 0.8)])
 def test_beta_rates_follow_the_scaled_beta_cdf(alpha, beta, scale):
+    """beta:alpha,beta,scale draws lie in [0, scale] and pass a Kolmogorov-Smirnov test against the scaled beta CDF."""
     x = draws(f"beta:{alpha},{beta},{scale}")
     assert x.min() >= 0.0 and x.max() <= scale
     assert ks_statistic(x, beta_cdf(alpha, beta, scale)) < KS_CRITICAL
@@ -57,6 +60,8 @@ def test_a_wrong_distribution_fails_the_same_test():
 
 
 def test_rate_is_a_pure_function_of_seed_step_and_micro_batch():
+    """A step's rate depends only on seed, step and micro-batch: the same triple repeats it and another step changes it,
+    so resumed and multi-rank runs agree."""
     dist = RateDistribution.parse("uniform:0,0.9")
     assert rate_for_step(dist, 3, 17, 1) == rate_for_step(dist, 3, 17, 1)
     assert rate_for_step(dist, 3, 17, 1) != rate_for_step(dist, 3, 18, 1)
@@ -65,5 +70,7 @@ def test_rate_is_a_pure_function_of_seed_step_and_micro_batch():
 @pytest.mark.parametrize("spec", ["0.5", "fixed:1.0", "fixed:-0.1", "uniform:0.8,0.2", "uniform:0.1",
                                   "beta:0,1,0.5", "beta:2,2,1.0", "gauss:0.5,0.1", "uniform:a,b"])
 def test_bad_specs_raise_value_error(spec):
+    """A rate_dist without a kind, with rates outside [0, 1), reversed bounds, missing or non-numeric parameters, or an
+    unknown kind is refused."""
     with pytest.raises(ValueError, match="rate_dist"):
         RateDistribution.parse(spec)

@@ -30,12 +30,15 @@ def test_resume_after_step_k_gives_the_uninterrupted_losses_exactly(toy_jsonl, t
 
 
 def test_resume_refuses_a_changed_setting(toy_jsonl, tmp_path):
+    """Resuming with a different batch_size is refused, naming the setting."""
     train(tiny_config(toy_jsonl, tmp_path, max_steps=2, no_export=True))
     with pytest.raises(ValueError, match="settings differ.*batch_size"):
         train(tiny_config(toy_jsonl, tmp_path, max_steps=3, batch_size=2, resume="auto", no_export=True))
 
 
 def test_exported_checkpoint_reloads_with_from_pretrained_and_carries_the_rate(toy_jsonl, tmp_path):
+    """The export reloads with from_pretrained holding exactly the trained weights, the export_rate as
+    video_pruning_rate, the rate_dist it was trained with, and a tokenizer that knows the video token."""
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
     trained = {}
@@ -51,6 +54,8 @@ def test_exported_checkpoint_reloads_with_from_pretrained_and_carries_the_rate(t
 
 
 def test_lora_export_is_merged_into_plain_weights(toy_jsonl, tmp_path):
+    """A LoRA run exports plain weights with the adapter merged into the language model, leaving the vision tower as it
+    was, plus the serving rate."""
     from transformers import AutoModelForImageTextToText
 
     from videoprune.train.tiny import tiny_model
@@ -69,11 +74,14 @@ def test_lora_export_is_merged_into_plain_weights(toy_jsonl, tmp_path):
 
 
 def test_stochastic_rates_need_an_export_rate(toy_jsonl, tmp_path):
+    """A random rate_dist needs an export_rate, since the export must record one serving rate."""
     with pytest.raises(ValueError, match="export_rate is required"):
         tiny_config(toy_jsonl, tmp_path, rate_dist="uniform:0.2,0.8")
 
 
 def test_cli_trains_logs_and_exports(toy_jsonl, tmp_path):
+    """`videoprune train` runs the steps, logs each step's rate to metrics.csv and TensorBoard, and writes the export
+    with its serving rate."""
     from videoprune.cli import main
 
     out = tmp_path / "cli"
@@ -89,6 +97,7 @@ def test_cli_trains_logs_and_exports(toy_jsonl, tmp_path):
 
 
 def test_cli_reports_bad_flags_in_one_line(capsys):
+    """`videoprune train` with a bad --rate-dist exits 1 and states the rule it broke."""
     from videoprune.cli import main
 
     assert main(["train", "--data", "x.jsonl", "--model", "tiny:qwen2_vl", "--output-dir", "o",
@@ -121,5 +130,6 @@ def test_attn_implementation_reaches_the_model_and_keeps_the_losses(toy_jsonl, t
 
 
 def test_unknown_attn_implementation_is_refused(toy_jsonl, tmp_path):
+    """An unknown attn_implementation is refused when the config is built."""
     with pytest.raises(ValueError, match="attn_implementation must be one of"):
         tiny_config(toy_jsonl, tmp_path, attn_implementation="flash")

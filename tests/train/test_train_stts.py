@@ -119,6 +119,8 @@ def test_export_writes_the_scorer_and_scorer_path_reloads_it(toy_jsonl, tmp_path
 
 
 def test_train_base_with_lora_exports_the_merged_model_beside_the_scorer(toy_jsonl, tmp_path):
+    """STTS training with train_base and LoRA exports the merged, changed model beside the scorer and its settings,
+    marked as STTS and without an EVS serving rate."""
     from transformers import AutoModelForImageTextToText
 
     train(tiny_config(toy_jsonl, tmp_path, max_steps=1, train_base=True, lora=True, lora_r=4, lr=5e-2, **STTS))
@@ -139,10 +141,14 @@ def test_train_base_with_lora_exports_the_merged_model_beside_the_scorer(toy_jso
     (dict(method="stts", stts_prune_at=-1), "stts_prune_at must be an int >= 0"),
 ])
 def test_bad_stts_settings_are_refused_naming_them(toy_jsonl, tmp_path, kw, match):
+    """Contradictory STTS training settings (LoRA without train_base, train_base for EVS, FSDP with STTS, a negative
+    prune_at) are refused naming the setting."""
     with pytest.raises(ValueError, match=match):
         tiny_config(toy_jsonl, tmp_path, **kw)
 
 
 def test_prune_at_too_deep_for_the_encoder_is_a_clear_error(toy_jsonl, tmp_path):
+    """The default prune_at=3 leaves the tiny encoder no block to prune, and that is a clear error instead of a run that
+    prunes nothing."""
     with pytest.raises(ValueError, match="prune_at=3 leaves no block"):
         train(tiny_config(toy_jsonl, tmp_path, max_steps=1, no_export=True, method="stts"))

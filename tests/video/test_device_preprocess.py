@@ -62,6 +62,8 @@ def real_frames(name, n=4):
 @pytest.mark.parametrize("n_frames", [1, 3, 4])
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_shapes_grids_and_timestamps_equal_the_cpu_path(family, n_frames):
+    """For every family and frame count the device path gives float32 pixels of the CPU path's shape, and equal grids,
+    sizes, timestamps and token counts."""
     ref, _ = run(family, noise_frames(n_frames))
     got, _ = run(family, noise_frames(n_frames), device="cpu")
     assert got.pixel_values_videos.shape == ref.pixel_values_videos.shape
@@ -74,6 +76,7 @@ def test_shapes_grids_and_timestamps_equal_the_cpu_path(family, n_frames):
 
 
 def test_molmo2_shapes_pooling_and_grids_equal_the_cpu_path():
+    """For Molmo2 the device path gives the CPU path's patch shape, pooling indices, grids and token count."""
     ref, got = preprocess_molmo2(noise_frames(3)), preprocess_molmo2(noise_frames(3), device="cpu")
     assert got.pixel_values_videos.shape == ref.pixel_values_videos.shape == (3, 27 * 27, 14 * 14 * 3)
     assert torch.equal(got.video_token_pooling, ref.video_token_pooling)
@@ -83,6 +86,8 @@ def test_molmo2_shapes_pooling_and_grids_equal_the_cpu_path():
 
 @pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_frames_already_at_the_target_size_give_the_cpu_bits(family):
+    """Frames already at the target size need no resize, so the device path's normalise and patchify must give the CPU
+    path's bits exactly."""
     # no resize happens, so only normalise + patchify run: they must be bit-exact
     ref, _ = run(family, noise_frames(2))
     h, w = (378, 378) if family == MOLMO2 else ref.resized_hw
@@ -95,6 +100,7 @@ def test_frames_already_at_the_target_size_give_the_cpu_bits(family):
 @pytest.mark.parametrize("std_mean", [(FAMILIES["qwen2_vl"].mean, FAMILIES["qwen2_vl"].std),
                                       (IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD)])
 def test_normalise_equals_hf_float_arithmetic_for_every_byte_value(std_mean):
+    """The device normalise gives, for every byte value 0-255, exactly the float the HF processors compute."""
     mean, std = std_mean
     values = np.broadcast_to(np.arange(256, dtype=np.uint8)[None, None, :, None], (1, 1, 256, 3))
     ref = _resize_normalize(np.ascontiguousarray(values), (1, 256), mean, std)
@@ -114,6 +120,8 @@ def test_normalise_equals_hf_float_arithmetic_for_every_byte_value(std_mean):
     ((48, 64), (48, 90)),  # one pass only
 ])
 def test_resized_uint8_pixels_stay_within_max_steps_of_pil(in_hw, out_hw):
+    """The torch resize stays within MAX_STEPS uint8 steps of Pillow's (and within the mean bound) for growing,
+    shrinking and mixed resizes, and returns whole values in [0, 255]."""
     frames = noise_frames(2, *in_hw, seed=7)
     pil = torch.from_numpy(_resize_pil(frames, out_hw)).permute(0, 3, 1, 2).float()
     got = dp.resize_like_pil(dp.frames_to_device(frames, torch.device("cpu")), out_hw)
@@ -124,6 +132,8 @@ def test_resized_uint8_pixels_stay_within_max_steps_of_pil(in_hw, out_hw):
 
 @pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_normalised_values_on_noise_stay_within_the_bound(family):
+    """On noise, the worst case for rounding, the device path's normalised pixels stay within MAX_STEPS steps of the CPU
+    path's, and within the mean bound."""
     (ref, std), (got, _) = run(family, noise_frames(4)), run(family, noise_frames(4), device="cpu")
     diff = (got.pixel_values_videos - ref.pixel_values_videos).abs()
     assert diff.max() <= norm_bound(std, MAX_STEPS)
@@ -133,6 +143,8 @@ def test_normalised_values_on_noise_stay_within_the_bound(family):
 @pytest.mark.parametrize("clip_name", ["bikes.mp4", "sample"])
 @pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_normalised_values_on_real_footage_stay_within_the_bound(family, clip_name):
+    """On real footage the device path's normalised pixels stay within MAX_STEPS steps of the CPU path's, and within the
+    tighter mean bound for real clips."""
     frames = real_frames(clip_name)
     clip = clip_from_frames(frames, fps=2.0)
     if family == MOLMO2:
@@ -145,6 +157,7 @@ def test_normalised_values_on_real_footage_stay_within_the_bound(family, clip_na
 
 
 def test_molmo2_layout_equals_hf_patches_and_pooling():
+    """preprocess_molmo2's patches and pooling indices equal those of the transformers Molmo2 video processor."""
     hf = pytest.importorskip("transformers.models.molmo2.video_processing_molmo2")
     frames = noise_frames(2)
     out = preprocess_molmo2(frames)
@@ -160,6 +173,8 @@ def test_molmo2_layout_equals_hf_patches_and_pooling():
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bad", ["gpu", "cuda:x", "meta"])
 def test_a_bad_device_is_a_one_line_value_error(bad):
+    """An unknown or unusable device is a one-line ValueError naming the device in preprocess, preprocess_molmo2 and
+    prepare_inputs."""
     for call in (lambda: preprocess(clip_from_frames(noise_frames(1)), "qwen2_vl", device=bad),
                  lambda: preprocess_molmo2(noise_frames(1), device=bad),
                  lambda: prepare_inputs(noise_frames(1), "what", None, device=bad)):
@@ -170,11 +185,14 @@ def test_a_bad_device_is_a_one_line_value_error(bad):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here")
 def test_cuda_without_cuda_is_a_value_error():
+    """Asking for cuda on a machine without CUDA is a ValueError, not a torch crash."""
     with pytest.raises(ValueError, match="cuda"):
         preprocess(clip_from_frames(noise_frames(1)), "qwen2_vl", device="cuda")
 
 
 def test_prepare_inputs_on_a_device_equals_the_cpu_path_but_for_pixels():
+    """prepare_inputs on a device gives the CPU path's tensors exactly, except pixels, which stay within MAX_STEPS
+    steps."""
     from test_prompt import BUDGET, tiny_tokenizer  # noqa: PLC0415
 
     tok = tiny_tokenizer()
@@ -193,6 +211,7 @@ def test_prepare_inputs_on_a_device_equals_the_cpu_path_but_for_pixels():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_on_cuda_every_tensor_lands_there_within_the_bound(family):
+    """On CUDA every model input is on the GPU and the pixels stay within the CPU path's bounds."""
     (ref, std), (got, _) = run(family, noise_frames(4)), run(family, noise_frames(4), device="cuda")
     tensors = got.model_inputs()
     assert all(t.device.type == "cuda" for t in tensors.values())
@@ -203,6 +222,7 @@ def test_on_cuda_every_tensor_lands_there_within_the_bound(family):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_on_cuda_normalise_equals_hf_float_arithmetic_for_every_byte_value():
+    """On CUDA the normalise gives, for every byte value, exactly the float the HF processors compute."""
     mean, std = FAMILIES["qwen2_vl"].mean, FAMILIES["qwen2_vl"].std
     values = np.broadcast_to(np.arange(256, dtype=np.uint8)[None, None, :, None], (1, 1, 256, 3))
     ref = _resize_normalize(np.ascontiguousarray(values), (1, 256), mean, std)

@@ -48,6 +48,8 @@ def tiny_qwen2_vl(tok, qwen2_5=False):
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
 def test_qwen2_placeholder_count_equals_video_features_and_forward_runs(family):
+    """For Qwen2-VL and Qwen2.5-VL the prompt holds exactly as many video placeholders as the vision tower returns
+    features, and the forward runs."""
     torch.manual_seed(0)
     tok = tiny_tokenizer()
     model = tiny_qwen2_vl(tok, qwen2_5=family == "qwen2_5_vl")
@@ -61,6 +63,8 @@ def test_qwen2_placeholder_count_equals_video_features_and_forward_runs(family):
 
 
 def test_qwen3_prompt_has_one_timestamp_and_one_vision_block_per_slice():
+    """A Qwen3-VL prompt has one timestamp and one vision block per temporal slice inside the outer vision pair,
+    starting at the first slice's time."""
     tok = tiny_tokenizer()
     vt = preprocess(clip_from_frames(frames(4), fps=2.0), "qwen3_vl", **QWEN3_BUDGET)
     text = video_placeholder(vt)
@@ -69,6 +73,8 @@ def test_qwen3_prompt_has_one_timestamp_and_one_vision_block_per_slice():
 
 
 def test_qwen3_placeholder_count_equals_video_features_and_forward_runs():
+    """For Qwen3-VL the prompt holds exactly as many video placeholders as the vision tower returns features, and the
+    forward runs."""
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
     torch.manual_seed(0)
@@ -90,6 +96,8 @@ def test_qwen3_placeholder_count_equals_video_features_and_forward_runs():
 
 
 def test_llava_onevision_placeholder_count_equals_video_features():
+    """For LLaVA-OneVision the prompt holds as many video placeholders as the video features: patches per frame plus the
+    newline token."""
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
 
     torch.manual_seed(0)
@@ -110,12 +118,14 @@ def test_llava_onevision_placeholder_count_equals_video_features():
 
 
 def test_mm_token_type_ids_mark_exactly_the_video_tokens():
+    """mm_token_type_ids is 2 on exactly the video placeholder tokens."""
     tok = tiny_tokenizer()
     inputs = prepare_inputs(frames(2), "what happens ?", tok, family="qwen2_vl", **BUDGET)
     assert torch.equal(inputs["mm_token_type_ids"] == 2, inputs["input_ids"] == tid(tok, "<|video_pad|>"))
 
 
 def test_a_tokenizer_without_the_video_token_is_rejected():
+    """A tokenizer lacking the family's video token is refused, naming the missing token."""
     from dataclasses import replace
 
     spec = replace(FAMILIES["qwen2_vl"], video_token="<|nope|>")

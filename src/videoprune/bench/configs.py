@@ -1,7 +1,7 @@
 """Architecture configs of named video VLM checkpoints, and random-weight models built from them.
 
-The dicts below were TRANSCRIBED BY HAND from the checkpoints' published ``config.json`` files
-(Hugging Face Hub), not downloaded; only the fields that decide compute and memory are kept:
+The dicts (each family record's ``full_size``, gathered in :data:`ARCHITECTURES`) were
+TRANSCRIBED BY HAND from the checkpoints' published ``config.json`` files (Hugging Face Hub), not downloaded; only the fields that decide compute and memory are kept:
 widths (``hidden_size``, ``intermediate_size``), depths (``num_hidden_layers`` / ``depth``),
 attention heads (``num_attention_heads``, ``num_key_value_heads``, ``head_dim``), the vision
 tower's patch / merge / window geometry (``patch_size``, ``spatial_merge_size``,
@@ -21,101 +21,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ..models.registry import FAMILIES, family_for
+
 __all__ = ["ARCHITECTURES", "scale_config", "build_model", "meta_model", "load_model", "resolve_model"]
 
-_QWEN_IDS = dict(vision_start_token_id=151652, vision_end_token_id=151653, image_token_id=151655,
-                 video_token_id=151656)
-
-ARCHITECTURES: dict[str, dict[str, Any]] = {
-    # Qwen/Qwen2-VL-7B-Instruct
-    "qwen2-vl-7b": dict(
-        model_type="qwen2_vl", **_QWEN_IDS,
-        text_config=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                         num_key_value_heads=4, vocab_size=152064, rms_norm_eps=1e-6, max_position_embeddings=32768,
-                         tie_word_embeddings=False,
-                         rope_parameters=dict(rope_type="default", rope_theta=1000000.0, mrope_section=[16, 24, 24])),
-        vision_config=dict(depth=32, embed_dim=1280, hidden_size=3584, mlp_ratio=4, num_heads=16, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
-    ),
-    # Qwen/Qwen2.5-VL-3B-Instruct
-    "qwen2.5-vl-3b": dict(
-        model_type="qwen2_5_vl", **_QWEN_IDS,
-        text_config=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-                         num_key_value_heads=2, vocab_size=151936, rms_norm_eps=1e-6, max_position_embeddings=128000,
-                         tie_word_embeddings=True,
-                         rope_parameters=dict(rope_type="default", rope_theta=1000000.0, mrope_section=[16, 24, 24])),
-        vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048,
-                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-                           fullatt_block_indexes=[7, 15, 23, 31], hidden_act="silu", in_channels=3),
-    ),
-    # Qwen/Qwen2.5-VL-7B-Instruct
-    "qwen2.5-vl-7b": dict(
-        model_type="qwen2_5_vl", **_QWEN_IDS,
-        text_config=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                         num_key_value_heads=4, vocab_size=152064, rms_norm_eps=1e-6, max_position_embeddings=128000,
-                         tie_word_embeddings=False,
-                         rope_parameters=dict(rope_type="default", rope_theta=1000000.0, mrope_section=[16, 24, 24])),
-        vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
-                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-                           fullatt_block_indexes=[7, 15, 23, 31], hidden_act="silu", in_channels=3),
-    ),
-    # Qwen/Qwen3-VL-4B-Instruct
-    "qwen3-vl-4b": dict(
-        model_type="qwen3_vl", **_QWEN_IDS,
-        text_config=dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
-                         num_key_value_heads=8, head_dim=128, vocab_size=151936, rms_norm_eps=1e-6,
-                         max_position_embeddings=262144, tie_word_embeddings=True,
-                         rope_parameters=dict(rope_type="default", rope_theta=5000000.0, mrope_section=[24, 20, 20],
-                                              mrope_interleaved=True)),
-        vision_config=dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, out_hidden_size=2560,
-                           patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=2304,
-                           deepstack_visual_indexes=[5, 11, 17], hidden_act="gelu_pytorch_tanh", in_channels=3),
-    ),
-    # Qwen/Qwen3-VL-8B-Instruct
-    "qwen3-vl-8b": dict(
-        model_type="qwen3_vl", **_QWEN_IDS,
-        text_config=dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
-                         num_key_value_heads=8, head_dim=128, vocab_size=151936, rms_norm_eps=1e-6,
-                         max_position_embeddings=262144, tie_word_embeddings=False,
-                         rope_parameters=dict(rope_type="default", rope_theta=5000000.0, mrope_section=[24, 20, 20],
-                                              mrope_interleaved=True)),
-        vision_config=dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, out_hidden_size=4096,
-                           patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=2304,
-                           deepstack_visual_indexes=[8, 16, 24], hidden_act="gelu_pytorch_tanh", in_channels=3),
-    ),
-    # llava-hf/llava-onevision-qwen2-7b-ov-hf (SigLIP so400m + Qwen2-7B)
-    "llava-onevision-7b": dict(
-        model_type="llava_onevision", image_token_index=151646, video_token_index=151647,
-        vision_feature_layer=-1, vision_feature_select_strategy="full", projector_hidden_act="gelu",
-        text_config=dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                         num_attention_heads=28, num_key_value_heads=4, vocab_size=152128, rms_norm_eps=1e-6,
-                         max_position_embeddings=32768, tie_word_embeddings=False,
-                         rope_parameters=dict(rope_type="default", rope_theta=1000000.0)),
-        vision_config=dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304,
-                           num_hidden_layers=26, num_attention_heads=16, image_size=384, patch_size=14),
-    ),
-    # allenai/Molmo2-8B (SigLIP2 so400m ViT at 378 px / 14 px patches, 3x3 pooling -> 81 tokens per
-    # frame, Qwen3-8B LLM). TRANSCRIBED from memory of the published config.json, not downloaded;
-    # cross-checked against the Molmo2 config defaults of transformers 5.23 (which document this
-    # checkpoint). The published file declares a 27-layer ViT read at vit_layers [-3, -9]; the
-    # released weights stop at layer 24, so transformers trims the tower to 25 layers with taps
-    # [24, 18] (the two last layers never run) -- written here in that trimmed form. The adapter's
-    # MLP width (12288) and the rope theta (1e6, Qwen3's) are the least certain fields.
-    "molmo2-8b": dict(
-        model_type="molmo2", image_start_token_id=151936, image_end_token_id=151937, image_patch_id=151938,
-        low_res_image_start_token_id=151940, frame_start_token_id=151943, frame_end_token_id=151944,
-        text_config=dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
-                         num_key_value_heads=8, head_dim=128, vocab_size=151936, additional_vocab_size=128,
-                         qk_norm_type="qwen3", rms_norm_eps=1e-6, max_position_embeddings=36864,
-                         tie_word_embeddings=False, rope_parameters=dict(rope_type="default", rope_theta=1000000.0)),
-        vision_config=dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=25, num_attention_heads=16,
-                           num_key_value_heads=16, head_dim=72, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
-                           image_size=[378, 378], patch_size=14),
-        adapter_config=dict(vision_feature_layer=[24, 18], hidden_size=1152, num_attention_heads=16,
-                            num_key_value_heads=16, head_dim=72, intermediate_size=12288, text_hidden_size=4096,
-                            hidden_act="silu"),
-    ),
-}
+#: ``name -> architecture dict`` of every family's full-size presets (``full_size`` of the records in
+#: ``videoprune/models/<family>.py``), in registry order.
+ARCHITECTURES: dict[str, dict[str, Any]] = {name: copy.deepcopy(dict(arch)) for f in FAMILIES
+                                            for name, arch in f.full_size.items()}
 
 # ids of special tokens are moved below this when a scaled config shrinks the vocabulary
 _SCALED_VOCAB = 16384
@@ -159,7 +72,7 @@ def scale_config(arch: dict[str, Any], scale: float) -> dict[str, Any]:
     t["vocab_size"] = min(old_vocab, _SCALED_VOCAB)
     if t["vocab_size"] < old_vocab:  # the real bos/eos ids fall outside; random weights need none
         t.update(bos_token_id=None, eos_token_id=None, pad_token_id=None)
-    if cfg["model_type"] == "molmo2":
+    if "adapter_config" in cfg:  # Molmo2: ViT + attention-pooling adapter, ids in the additional vocabulary
         return _scale_molmo2(cfg, arch, scale, old_vocab)
     for key in ("vision_start_token_id", "vision_end_token_id", "image_token_id", "video_token_id",
                 "image_token_index", "video_token_index"):
@@ -168,7 +81,8 @@ def scale_config(arch: dict[str, Any], scale: float) -> dict[str, Any]:
 
     depth_key = "depth" if "depth" in v else "num_hidden_layers"
     heads_key = "num_heads" if "num_heads" in v else "num_attention_heads"
-    width_key = "embed_dim" if cfg["model_type"] == "qwen2_vl" else "hidden_size"
+    # Qwen2-VL's tower is ``embed_dim`` wide; its ``hidden_size`` is the merger's output (the LLM width)
+    width_key = "embed_dim" if "embed_dim" in v else "hidden_size"
     vdepth = v[depth_key]
     vhd = v[width_key] // v[heads_key]
     v[heads_key] = max(1, round(v[heads_key] * scale))
@@ -185,7 +99,7 @@ def scale_config(arch: dict[str, Any], scale: float) -> dict[str, Any]:
         v["deepstack_visual_indexes"] = _remap_layers(v["deepstack_visual_indexes"], vdepth, new_depth)
     if "out_hidden_size" in v:
         v["out_hidden_size"] = t["hidden_size"]
-    if cfg["model_type"] == "qwen2_vl":
+    if width_key == "embed_dim":
         v["hidden_size"] = t["hidden_size"]
     return cfg
 
@@ -226,16 +140,8 @@ def resolve_model(name: str) -> dict[str, Any] | None:
 
 
 def _config_class(model_type: str):
-    import transformers as tf
-
-    classes = {"qwen2_vl": (tf.Qwen2VLConfig, tf.Qwen2VLForConditionalGeneration),
-               "qwen2_5_vl": (tf.Qwen2_5_VLConfig, tf.Qwen2_5_VLForConditionalGeneration),
-               "qwen3_vl": (tf.Qwen3VLConfig, tf.Qwen3VLForConditionalGeneration),
-               "llava_onevision": (tf.LlavaOnevisionConfig, tf.LlavaOnevisionForConditionalGeneration),
-               "molmo2": (tf.Molmo2Config, tf.Molmo2ForConditionalGeneration)}
-    if model_type not in classes:
-        raise ValueError(f"no builder for model_type {model_type!r}; known: {', '.join(sorted(classes))}")
-    return classes[model_type]
+    """``(config class, model class)`` of ``model_type`` from its family record; one-line ValueError if unknown."""
+    return family_for(model_type).transformers_classes()
 
 
 def build_model(arch: dict[str, Any], dtype=None, device: str = "cpu", seed: int = 0):

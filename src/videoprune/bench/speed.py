@@ -52,6 +52,7 @@ import torch
 
 from .._swaps import MethodSwaps
 from ..methods import get_method, method_names
+from ..models.registry import family_for
 
 __all__ = ["SpeedConfig", "Method", "METHODS", "run_speed", "format_table", "plot_speedups", "write_outputs",
            "summary", "check_memory", "estimate_memory", "available_memory", "noise_warnings"]
@@ -89,12 +90,7 @@ def stts_prune_at(model) -> int:
     least one block after the biased one). ``depth`` is the deepest ViT block whose output
     reaches the LLM (Molmo2: the deepest feature tap; Qwen2.5-VL: the last block).
     """
-    c = model.config
-    if c.model_type == "molmo2":
-        n = int(c.vision_config.num_hidden_layers)
-        depth = max(t + 1 if t >= 0 else n + 1 + t for t in c.adapter_config.vision_feature_layer)
-    else:
-        depth = int(c.vision_config.depth)
+    depth = family_for(model).tapped_depth(model.config)
     if depth < 2:
         raise ValueError(f"STTS needs a vision tower of >= 2 blocks, got {depth}")
     return min(depth - 2, max(0, round((_STTS_PAPER_PRUNE_AT + 1) * depth / _STTS_PAPER_DEPTH) - 1))
@@ -235,16 +231,17 @@ def _token_counts(config, cfg: SpeedConfig, frames: int) -> tuple[int, int, int]
     """
     v = config.vision_config
     patch = int(v.patch_size)
-    if config.model_type in ("molmo2", "llava_onevision"):
+    spec = family_for(config).spec
+    if spec is None or spec.layout == "stack":  # fixed square frames: Molmo2 (own preprocessing), LLaVA-OV
         size = v.image_size[0] if isinstance(v.image_size, (list, tuple)) else v.image_size
         side = int(size) // patch
-        pool, extra = (3, 5) if config.model_type == "molmo2" else (2, 0)
+        pool, extra = (3, 5) if spec is None else (2, 0)
         per_frame = -(-side // pool) ** 2 + extra  # pooled tokens (+ Molmo2's timestamp text and frame marks)
         return frames * per_frame + cfg.prompt_tokens, frames * side * side, side * side
     merge = int(v.spatial_merge_size)
     per_slice = max(1, cfg.max_pixels // (patch * merge) ** 2)
     slices = -(-frames // int(v.temporal_patch_size))
-    extra = 5 if config.model_type == "qwen3_vl" else 0  # per-slice timestamp text and vision marks
+    extra = 5 if spec.frame_timestamps_in_prompt else 0  # per-slice timestamp text and vision marks
     return slices * (per_slice + extra) + cfg.prompt_tokens + 2, slices * per_slice * merge**2, per_slice * merge**2
 
 
@@ -448,8 +445,9 @@ def kv_cache_bytes(cache) -> int:
 # --------------------------------------------------------------------------------------------
 # inputs
 # --------------------------------------------------------------------------------------------
-def _family_of(model) -> str:
-    return model.config.model_type
+def _spec_of(model):
+    """The model's preprocessing spec (its family record's), or None for Molmo2's own preprocessing."""
+    return family_for(model).spec
 
 
 def _load_frames(cfg: SpeedConfig, num_frames: int):
@@ -472,7 +470,7 @@ def _load_frames(cfg: SpeedConfig, num_frames: int):
 def _synthetic_ids(model, video, prompt_tokens: int) -> dict[str, torch.Tensor]:
     """input_ids / attention_mask / mm_token_type_ids for '<text> <video> <text>' without a tokenizer."""
     c = model.config
-    family = _family_of(model)
+    spec = _spec_of(model)
     gen = torch.Generator().manual_seed(0)
     vocab = c.get_text_config().vocab_size
     special = {getattr(c, k, None) for k in ("video_token_id", "image_token_id", "vision_start_token_id",
@@ -484,11 +482,11 @@ def _synthetic_ids(model, video, prompt_tokens: int) -> dict[str, torch.Tensor]:
 
     head, tail = prompt_tokens // 2, prompt_tokens - prompt_tokens // 2
     ids, types = text(head), [0] * head
-    if family == "llava_onevision":
+    if spec.layout == "stack":  # LLaVA-OneVision: the video placeholders alone
         n = video.num_video_tokens
         ids += [c.video_token_index] * n
         types += [2] * n
-    elif family == "qwen3_vl":
+    elif spec.frame_timestamps_in_prompt:  # Qwen3-VL: one timestamped block per temporal slice
         for _ in range(video.temporal_slices):
             ids += text(3) + [c.vision_start_token_id] + [c.video_token_id] * video.tokens_per_frame \
                 + [c.vision_end_token_id]
@@ -500,7 +498,7 @@ def _synthetic_ids(model, video, prompt_tokens: int) -> dict[str, torch.Tensor]:
     ids += text(tail)
     types += [0] * tail
     out = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
-    if family != "llava_onevision":
+    if spec.layout != "stack":
         out["mm_token_type_ids"] = torch.tensor([types])
     return out
 
@@ -541,18 +539,17 @@ def _make_inputs(model, cfg: SpeedConfig, clip, pipeline: str = "default") -> tu
     the uint8 frames then a batched torch pass on the device (``fast``).
     """
     from ..video import preprocess, preprocess_molmo2
-    from ..video.preprocess import get_family
 
-    family = _family_of(model)
+    spec = _spec_of(model)
     dtype = getattr(torch, cfg.dtype)
     on = cfg.device if pipeline == "fast" else None
     _sync(cfg.device)
     t = time.perf_counter()
-    if family == "molmo2":
+    if spec is None:  # Molmo2: its own preprocessing
         vc = model.config.vision_config
         video = preprocess_molmo2(clip, image_size=tuple(vc.image_size), patch_size=int(vc.patch_size), device=on)
     else:
-        spec, kw = get_family(family), {}
+        kw = {}
         if spec.layout == "patches":  # the families with a pixel budget (the Qwen ones)
             per_video = spec.resize == "qwen3"  # its budget covers all frames: --max-pixels stays per frame
             kw = {"max_pixels": cfg.max_pixels * (len(clip.frames) if per_video else 1), "min_pixels": 0}
@@ -561,7 +558,7 @@ def _make_inputs(model, cfg: SpeedConfig, clip, pipeline: str = "default") -> tu
               if v.is_floating_point() and k.startswith("pixel")}
     _sync(cfg.device)
     pre_s = time.perf_counter() - t
-    ids = _molmo2_ids(model, video, cfg.prompt_tokens) if family == "molmo2" else \
+    ids = _molmo2_ids(model, video, cfg.prompt_tokens) if spec is None else \
         _synthetic_ids(model, video, cfg.prompt_tokens)
     inputs = {k: v.to(cfg.device) for k, v in dict(ids, **video.model_inputs()).items() if k not in pixels}
     inputs.update(pixels)
@@ -574,7 +571,8 @@ def _fast_attention(model, pipeline: str):
         return None
     from ..models.vision_attention import enable_fast_vision_attention
 
-    if _family_of(model) == "llava_onevision":
+    spec = _spec_of(model)
+    if spec is not None and spec.layout == "stack":  # LLaVA-OneVision's SigLIP tower has nothing to switch
         return None
     return enable_fast_vision_attention(model)
 
@@ -717,7 +715,7 @@ def run_speed(cfg: SpeedConfig, progress: bool = True) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     check_memory(cfg)  # before building: a run that cannot fit fails in a second, not in an allocator abort
     model, arch = _build(cfg)
-    family = _family_of(model)
+    family = model.config.model_type
     methods = [m for m in cfg.method_list if m != "none"]
     for m in methods:
         METHODS[m].spec.check_family(family)

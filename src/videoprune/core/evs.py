@@ -333,14 +333,8 @@ def select_by_rate(dissimilarity: torch.Tensor, grid_thw: GridLike, spatial_merg
     Returns a bool mask of shape ``(N,)``.
     """
     rate = _check_rate(rate)
-    grids = normalize_grids(grid_thw, spatial_merge_size)
-    d = _check_dissimilarity(dissimilarity, grids)
-    masks = []
-    for (t, h, w), sl in _video_slices(grids):
-        dv = d[sl].clone()
-        dv[: h * w] = float("inf")
-        masks.append(top_k_mask(dv, retained_count(h * w, t, rate)))
-    return torch.cat(masks)
+    return _select_per_video(dissimilarity, grid_thw, spatial_merge_size,
+                             lambda dv, t, h, w: retained_count(h * w, t, rate))
 
 
 def select_by_threshold(
@@ -363,17 +357,23 @@ def select_by_threshold(
     hi = _check_fraction(max_keep_fraction, "max_keep_fraction")
     if lo > hi:
         raise ValueError(f"min_keep_fraction ({lo}) must not exceed max_keep_fraction ({hi})")
+
+    def count(dv: torch.Tensor, t: int, h: int, w: int) -> int:
+        n, k = dv.shape[0], int((dv > threshold).sum())
+        return min(max(k, max(h * w, math.ceil(lo * n))), max(h * w, math.floor(hi * n)))
+
+    return _select_per_video(dissimilarity, grid_thw, spatial_merge_size, count)
+
+
+def _select_per_video(dissimilarity: torch.Tensor, grid_thw: GridLike, spatial_merge_size: int, count) -> torch.Tensor:
+    """Per video, the ``count(d_video, t, h, w)`` tokens of largest d, frame 0 forced in (d = inf)."""
     grids = normalize_grids(grid_thw, spatial_merge_size)
     d = _check_dissimilarity(dissimilarity, grids)
     masks = []
     for (t, h, w), sl in _video_slices(grids):
         dv = d[sl].clone()
         dv[: h * w] = float("inf")
-        n = dv.shape[0]
-        k = int((dv > threshold).sum())
-        k_lo = max(h * w, math.ceil(lo * n))
-        k_hi = max(h * w, math.floor(hi * n))
-        masks.append(top_k_mask(dv, min(max(k, k_lo), k_hi)))
+        masks.append(top_k_mask(dv, count(dv, t, h, w)))
     return torch.cat(masks)
 
 
@@ -406,14 +406,8 @@ def retention_mask(features: torch.Tensor, grid_thw: GridLike, spatial_merge_siz
     return select_by_rate(d, grid_thw, spatial_merge_size, rate)
 
 
-def threshold_mask(
-    features: torch.Tensor,
-    grid_thw: GridLike,
-    spatial_merge_size: int,
-    threshold: float,
-    min_keep_fraction: float = 0.0,
-    max_keep_fraction: float = 1.0,
-) -> torch.Tensor:
+def threshold_mask(features: torch.Tensor, grid_thw: GridLike, spatial_merge_size: int, threshold: float,
+                   min_keep_fraction: float = 0.0, max_keep_fraction: float = 1.0) -> torch.Tensor:
     """EVS threshold mode on embeddings; see :func:`select_by_threshold`. ``threshold`` >= 0."""
     check_threshold(threshold)
     d = embedding_dissimilarity(features, grid_thw, spatial_merge_size)

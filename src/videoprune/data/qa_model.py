@@ -69,7 +69,7 @@ def save_bundle(model, tokenizer, path, **spec) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    full = {"family": "qwen2_5_vl", "num_frames": NUM_FRAMES, "fps": FPS, "frame_size": FRAME_SIZE,
+    full = {"family": model.config.model_type, "num_frames": NUM_FRAMES, "fps": FPS, "frame_size": FRAME_SIZE,
             "min_pixels": FRAME_SIZE * FRAME_SIZE, "max_pixels": FRAME_SIZE * FRAME_SIZE, "system": None}
     full.update(spec)
     (out / SPEC_FILE).write_text(json.dumps(full, indent=2) + "\n")

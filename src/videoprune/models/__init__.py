@@ -1,21 +1,20 @@
-"""Model adapters, one per family, chosen by ``config.model_type`` from :data:`ADAPTERS`."""
+"""Model families: one record per family (:mod:`~videoprune.models.registry`), each with its EVS adapter.
+
+``ADAPTERS`` and :func:`adapter_for` are derived from the registry; adding a family is a new
+``models/<family>.py`` and one line in ``registry._MODULES``.
+"""
 
 from __future__ import annotations
 
 from .base import ModelAdapter, VideoLayout
-from .llava_onevision import LlavaOnevisionAdapter
-from .qwen2_5_vl import Qwen2_5_VLAdapter
-from .qwen2_vl import Qwen2VLAdapter
-from .qwen3_vl import Qwen3VLAdapter
+from .family import Family
+from .registry import DEFAULT_FAMILY, FAMILIES, FAMILIES_BY_TYPE, family_for, model_types_where
 
-__all__ = ["ADAPTERS", "ModelAdapter", "VideoLayout", "adapter_for"]
+__all__ = ["ADAPTERS", "DEFAULT_FAMILY", "FAMILIES", "FAMILIES_BY_TYPE", "Family", "ModelAdapter", "VideoLayout",
+           "adapter_for", "family_for", "model_types_where"]
 
-#: ``model_type -> adapter class``; adding a family means adding a file and one entry here.
-ADAPTERS: dict[str, type[ModelAdapter]] = {
-    t: cls
-    for cls in (Qwen2VLAdapter, Qwen2_5_VLAdapter, Qwen3VLAdapter, LlavaOnevisionAdapter)
-    for t in cls.model_types
-}
+#: ``model_type -> adapter class`` of every family that has an EVS adapter.
+ADAPTERS: dict[str, type[ModelAdapter]] = {t: f.adapter for t, f in FAMILIES_BY_TYPE.items() if f.adapter is not None}
 
 
 def adapter_for(model) -> ModelAdapter:

@@ -7,9 +7,19 @@ from typing import Any
 
 import torch
 
+from ..video.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, FamilySpec
 from .base import ModelAdapter, VideoLayout
+from .family import TINY_IDS, TINY_PATCH, TINY_VOCAB, Family, tiny_text
 
-__all__ = ["LlavaOnevisionAdapter"]
+__all__ = ["FAMILY", "LlavaOnevisionAdapter", "tokens_per_side"]
+
+
+def tokens_per_side(image_size: int, patch_size: int) -> int:
+    """LLM tokens per frame side: the ``image_size // patch_size`` patch grid bilinearly pooled 2x2, rounded up.
+
+    The one rule for both the adapter (from the model's config) and the preprocessing spec.
+    """
+    return math.ceil((int(image_size) // int(patch_size)) / 2)
 
 
 class LlavaOnevisionAdapter(ModelAdapter):
@@ -28,7 +38,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
 
     def tokens_per_side(self) -> int:
         vc = self.config.vision_config
-        return math.ceil((vc.image_size // vc.patch_size) / 2)
+        return tokens_per_side(vc.image_size, vc.patch_size)
 
     def video_layout(self, call: dict[str, Any]) -> VideoLayout | None:
         pixels = call.get("pixel_values_videos")
@@ -54,3 +64,71 @@ class LlavaOnevisionAdapter(ModelAdapter):
         on_grid[-1] = False  # the newline closes each video
         return VideoLayout(placeholder_mask=mask, grid_thw=[(frames, s, s)] * n_videos, spatial_merge_size=1,
                            grid_token_mask=on_grid.repeat(n_videos))
+
+
+# --------------------------------------------------------------------------------------------
+# the family record
+# --------------------------------------------------------------------------------------------
+IMAGE_SIZE, PATCH_SIZE = 384, 14  # SigLIP so400m at 384 px
+
+SPEC = FamilySpec(
+    name="llava_onevision",
+    model_types=("llava_onevision",),
+    layout="stack",
+    resize="fixed",
+    mean=OPENAI_CLIP_MEAN,
+    std=OPENAI_CLIP_STD,
+    patch_size=PATCH_SIZE,
+    merge_size=1,
+    temporal_patch_size=1,
+    size=(IMAGE_SIZE, IMAGE_SIZE),
+    video_token="<video>",
+    vision_start=None,
+    vision_end=None,
+    llava_pooled_side=tokens_per_side(IMAGE_SIZE, PATCH_SIZE),
+    default_system=None,
+)
+
+
+def tiny_config(patch_size: int = TINY_PATCH, vocab_size: int = TINY_VOCAB, text: dict | None = None,
+                vision: dict | None = None, token_ids: dict | None = None, **top):
+    """Tiny LLaVA-OneVision: 2-block SigLIP on ``4 * patch_size`` px frames (4x4 patches, 2x2 tokens), Qwen2 LLM.
+
+    ``token_ids``: ``image_token_id`` / ``video_token_id`` (default :data:`~videoprune.models.family.TINY_IDS`);
+    anyres tiles are one frame-sized tile.
+    """
+    import transformers as tf
+
+    ids = dict(TINY_IDS if token_ids is None else token_ids)
+    side = 4 * patch_size
+    v = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+             num_attention_heads=2, image_size=side, patch_size=patch_size)
+    top = dict(dict(image_token_index=ids["image_token_id"], video_token_index=ids["video_token_id"],
+                    vision_feature_layer=-1, vision_feature_select_strategy="full",
+                    image_grid_pinpoints=[[side, side]]), **top)
+    return tf.LlavaOnevisionConfig(text_config=dict(model_type="qwen2", **tiny_text(vocab_size, **(text or {}))),
+                                   vision_config=dict(v, **(vision or {})), **top)
+
+
+FAMILY = Family(
+    name="llava_onevision",
+    model_types=LlavaOnevisionAdapter.model_types,
+    classes=("LlavaOnevisionConfig", "LlavaOnevisionForConditionalGeneration"),
+    tiny_config=tiny_config,
+    adapter=LlavaOnevisionAdapter,
+    spec=SPEC,
+    full_size={
+        # llava-hf/llava-onevision-qwen2-7b-ov-hf (SigLIP so400m + Qwen2-7B)
+        "llava-onevision-7b": dict(
+            model_type="llava_onevision", image_token_index=151646, video_token_index=151647,
+            vision_feature_layer=-1, vision_feature_select_strategy="full", projector_hidden_act="gelu",
+            text_config=dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                             num_attention_heads=28, num_key_value_heads=4, vocab_size=152128, rms_norm_eps=1e-6,
+                             max_position_embeddings=32768, tie_word_embeddings=False,
+                             rope_parameters=dict(rope_type="default", rope_theta=1000000.0)),
+            vision_config=dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304,
+                               num_hidden_layers=26, num_attention_heads=16, image_size=IMAGE_SIZE,
+                               patch_size=PATCH_SIZE),
+        ),
+    },
+)

@@ -8,9 +8,11 @@ import torch
 
 from ..config import EVSConfig
 from ..core.evs import normalize_grids, pixel_dissimilarity, select_by_rate, select_by_threshold
+from ..video.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, FamilySpec
 from .base import ModelAdapter, PreEncodedVideos, VideoLayout
+from .family import TINY_HIDDEN, TINY_IDS, TINY_MROPE, TINY_PATCH, TINY_VOCAB, Family, tiny_text
 
-__all__ = ["Qwen2VLAdapter"]
+__all__ = ["FAMILY", "QWEN_IDS", "Qwen2VLAdapter", "qwen_tiny_config"]
 
 
 class Qwen2VLAdapter(ModelAdapter):
@@ -88,3 +90,71 @@ class Qwen2VLAdapter(ModelAdapter):
             return select_by_rate(d, video_grid_thw, merge, cfg.rate)
         return select_by_threshold(d, video_grid_thw, merge, cfg.threshold, cfg.min_keep_fraction,
                                    cfg.max_keep_fraction)
+
+
+# --------------------------------------------------------------------------------------------
+# the family record
+# --------------------------------------------------------------------------------------------
+#: Special token ids of the published Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoints.
+QWEN_IDS = dict(vision_start_token_id=151652, vision_end_token_id=151653, image_token_id=151655,
+                video_token_id=151656)
+
+SPEC = FamilySpec(
+    name="qwen2_vl",
+    model_types=("qwen2_vl",),
+    layout="patches",
+    resize="qwen2",
+    mean=OPENAI_CLIP_MEAN,
+    std=OPENAI_CLIP_STD,
+    patch_size=14,
+    merge_size=2,
+    temporal_patch_size=2,
+    min_pixels=128 * 28 * 28,  # Qwen2VLVideoProcessor.size["shortest_edge"]
+    max_pixels=768 * 28 * 28,  # Qwen2VLVideoProcessor.size["longest_edge"]
+)
+
+
+def qwen_tiny_config(config_class: str, vision: dict, text: dict | None = None, vocab_size: int = TINY_VOCAB,
+                     token_ids: dict | None = None, rope: dict | None = None, **top):
+    """A tiny Qwen-family config: :func:`~videoprune.models.family.tiny_text` LLM with M-RoPE, ``vision`` tower.
+
+    ``text`` overrides LLM fields, ``token_ids`` replaces :data:`~videoprune.models.family.TINY_IDS`,
+    ``rope`` replaces the M-RoPE parameters, ``top`` sets other top-level config fields.
+    """
+    import transformers as tf
+
+    text_config = tiny_text(vocab_size, rope_parameters=dict(rope or TINY_MROPE), **(text or {}))
+    return getattr(tf, config_class)(text_config=text_config, vision_config=vision,
+                                     **dict(TINY_IDS if token_ids is None else token_ids), **top)
+
+
+def tiny_config(patch_size: int = TINY_PATCH, vision: dict | None = None, **kw):
+    """Tiny Qwen2-VL: one 32-wide vision block at ``patch_size`` (2x2 merge, temporal patch 2); ``vision`` overrides."""
+    v = dict(depth=1, embed_dim=32, hidden_size=TINY_HIDDEN, mlp_ratio=2, num_heads=2, patch_size=patch_size,
+             spatial_merge_size=2, temporal_patch_size=2)
+    return qwen_tiny_config("Qwen2VLConfig", dict(v, **(vision or {})), **kw)
+
+
+FAMILY = Family(
+    name="qwen2_vl",
+    model_types=Qwen2VLAdapter.model_types,
+    classes=("Qwen2VLConfig", "Qwen2VLForConditionalGeneration"),
+    tiny_config=tiny_config,
+    adapter=Qwen2VLAdapter,
+    spec=SPEC,
+    vision_tower="Qwen2VisionTransformerPretrainedModel",
+    train_tiny={},
+    full_size={
+        # Qwen/Qwen2-VL-7B-Instruct
+        "qwen2-vl-7b": dict(
+            model_type="qwen2_vl", **QWEN_IDS,
+            text_config=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                             num_key_value_heads=4, vocab_size=152064, rms_norm_eps=1e-6,
+                             max_position_embeddings=32768, tie_word_embeddings=False,
+                             rope_parameters=dict(rope_type="default", rope_theta=1000000.0,
+                                                  mrope_section=[16, 24, 24])),
+            vision_config=dict(depth=32, embed_dim=1280, hidden_size=3584, mlp_ratio=4, num_heads=16, patch_size=14,
+                               spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
+        ),
+    },
+)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import Any, ClassVar
 
 import torch
 
 from ..config import EVSConfig
 from ..core.plan import KeepPlan
+from ..video.preprocess import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, FamilySpec
 from .base import PreEncodedVideos
-from .qwen2_vl import Qwen2VLAdapter
+from .family import TINY_HIDDEN, TINY_MROPE, TINY_PATCH, Family
+from .qwen2_vl import QWEN_IDS, Qwen2VLAdapter, qwen_tiny_config
 
-__all__ = ["Qwen3VLAdapter"]
+__all__ = ["FAMILY", "Qwen3VLAdapter", "qwen3_tiny_vision"]
 
 
 class Qwen3VLAdapter(Qwen2VLAdapter):
@@ -32,6 +35,8 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
     """
 
     model_types = ("qwen3_vl",)
+    #: where transformers defines this family's ``BaseModelOutputWithDeepstackFeatures``
+    deepstack_output_module: ClassVar[str] = "transformers.models.qwen3_vl.modeling_qwen3_vl"
 
     def encode_videos_pre_encoder(self, cfg: EVSConfig, pixel_values_videos: torch.Tensor,
                                   video_grid_thw: torch.Tensor) -> PreEncodedVideos:
@@ -49,10 +54,9 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
     def pre_encoder_video_output(self, encoded: PreEncodedVideos, video_grid_thw: torch.Tensor):
         """``BaseModelOutputWithDeepstackFeatures`` as ``Qwen3VLModel.get_video_features`` returns it
         (5.23.0 / 5.25.0): per-video splits of ``pooler_output`` and of every deepstack feature."""
-        from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
-
+        output_cls = importlib.import_module(self.deepstack_output_module).BaseModelOutputWithDeepstackFeatures
         sizes = self._video_sizes(video_grid_thw)
-        return BaseModelOutputWithDeepstackFeatures(
+        return output_cls(
             pooler_output=tuple(torch.split(encoded.scatter(encoded.features), sizes)),
             deepstack_features=[tuple(torch.split(encoded.scatter(d), sizes)) for d in encoded.deepstack])
 
@@ -71,3 +75,71 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         if deep is not None:
             kwargs["deepstack_visual_embeds"] = [e[keep_visual.to(e.device)] for e in deep]
         return kwargs
+
+
+# --------------------------------------------------------------------------------------------
+# the family record
+# --------------------------------------------------------------------------------------------
+SPEC = FamilySpec(
+    name="qwen3_vl",
+    model_types=("qwen3_vl",),
+    layout="patches",
+    resize="qwen3",
+    mean=IMAGENET_STANDARD_MEAN,
+    std=IMAGENET_STANDARD_STD,
+    patch_size=16,
+    merge_size=2,
+    temporal_patch_size=2,
+    min_pixels=128 * 32 * 32,  # Qwen3VLVideoProcessor.size, over all frames
+    max_pixels=768 * 32 * 32,
+    frame_timestamps_in_prompt=True,
+    default_system=None,
+)
+
+#: Tiny Qwen3-VL rope: interleaved M-RoPE, as the published models use it.
+TINY_MROPE_INTERLEAVED = {"rope_type": "default", "mrope_section": TINY_MROPE["mrope_section"],
+                          "mrope_interleaved": True, "rope_theta": TINY_MROPE["rope_theta"]}
+
+
+def qwen3_tiny_vision(patch_size: int = TINY_PATCH) -> dict:
+    """The tiny Qwen3-VL tower: two 32-wide blocks, an 8x8 learned position table, a deepstack tap after block 0."""
+    return dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=TINY_HIDDEN,
+                patch_size=patch_size, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
+                deepstack_visual_indexes=[0])
+
+
+def tiny_config(patch_size: int = TINY_PATCH, vision: dict | None = None, **kw):
+    """Tiny Qwen3-VL: :func:`qwen3_tiny_vision` tower (``vision`` overrides), interleaved M-RoPE LLM."""
+    kw.setdefault("rope", TINY_MROPE_INTERLEAVED)
+    return qwen_tiny_config("Qwen3VLConfig", dict(qwen3_tiny_vision(patch_size), **(vision or {})), **kw)
+
+
+def _full(hidden: int, llm_inter: int, depth: int, width: int, inter: int, deepstack: list[int], tie: bool) -> dict:
+    """A published Qwen3-VL dense architecture: 36-layer LLM of ``hidden``, ``depth``-block ViT of ``width``."""
+    return dict(
+        model_type="qwen3_vl", **QWEN_IDS,
+        text_config=dict(hidden_size=hidden, intermediate_size=llm_inter, num_hidden_layers=36,
+                         num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=151936,
+                         rms_norm_eps=1e-6, max_position_embeddings=262144, tie_word_embeddings=tie,
+                         rope_parameters=dict(rope_type="default", rope_theta=5000000.0, mrope_section=[24, 20, 20],
+                                              mrope_interleaved=True)),
+        vision_config=dict(depth=depth, hidden_size=width, intermediate_size=inter, num_heads=16,
+                           out_hidden_size=hidden, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                           num_position_embeddings=2304, deepstack_visual_indexes=deepstack,
+                           hidden_act="gelu_pytorch_tanh", in_channels=3),
+    )
+
+
+FAMILY = Family(
+    name="qwen3_vl",
+    model_types=Qwen3VLAdapter.model_types,
+    classes=("Qwen3VLConfig", "Qwen3VLForConditionalGeneration"),
+    tiny_config=tiny_config,
+    adapter=Qwen3VLAdapter,
+    spec=SPEC,
+    vision_tower="Qwen3VLVisionModel",
+    full_size={
+        "qwen3-vl-4b": _full(2560, 9728, 24, 1024, 4096, [5, 11, 17], True),  # Qwen/Qwen3-VL-4B-Instruct
+        "qwen3-vl-8b": _full(4096, 12288, 27, 1152, 4304, [8, 16, 24], False),  # Qwen/Qwen3-VL-8B-Instruct
+    },
+)

@@ -61,12 +61,14 @@ __all__ = [
 ]
 
 
-_TOWERS = ("Qwen2VisionTransformerPretrainedModel", "Qwen2_5_VisionTransformerPretrainedModel", "Qwen3VLVisionModel")
-
-
 def is_supported_visual(visual: torch.nn.Module) -> bool:
-    """True for the Qwen2-VL, Qwen2.5-VL and Qwen3-VL vision towers (the encoders this module drives)."""
-    return type(visual).__name__ in _TOWERS
+    """True for the Qwen2-VL, Qwen2.5-VL and Qwen3-VL(-MoE) vision towers (the encoders this module drives).
+
+    The tower class names come from the family records (``Family.vision_tower``).
+    """
+    from .registry import vision_towers  # noqa: PLC0415  (the records' adapters import this module lazily)
+
+    return type(visual).__name__ in vision_towers()
 
 
 def _check_visual(visual) -> None:

@@ -39,6 +39,7 @@ from ..patch import PruneStats, _DecodeState, _decode, cached_length
 from ..stts.config import STTSConfig
 from ..stts.hf import STTSHandle, additive_mask, score_and_select, wrap
 from ..stts.packing import build_layout, pack, scatter_back
+from .molmo2 import feature_taps, tapped_depth
 from .molmo2_layout import pooling_is_per_video, to_global, video_pooling
 
 __all__ = ["Molmo2STTS"]
@@ -61,11 +62,8 @@ class Molmo2STTS:
         self.vision_config = vc
         self.hp = int(vc.image_size[0]) // int(vc.patch_size)
         self.wp = int(vc.image_size[1]) // int(vc.patch_size)
-        n_layers = int(vc.num_hidden_layers)
-        taps = list(self.config.adapter_config.vision_feature_layer)
-        # hidden_states[k]: k = 0 the embeddings, k >= 1 the output of block k - 1
-        self.taps = [t + 1 if t >= 0 else n_layers + 1 + t for t in taps]
-        self.depth = max(self.taps)  # blocks that can influence the LLM
+        self.taps = feature_taps(self.config)  # hidden_states[k]: k = 0 the embeddings, else block k - 1's output
+        self.depth = tapped_depth(self.config)  # blocks that can influence the LLM
         if cfg.prune_at + 2 > self.depth:
             raise ValueError(f"prune_at={cfg.prune_at} leaves no block to prune: the deepest tapped ViT layer is block "
                              f"{self.depth - 1}; prune_at must be <= {self.depth - 2}")

@@ -58,8 +58,6 @@ __all__ = [
 #: vision attention passes ``cu_seqlens`` instead of splitting, and no digit (see module doc).
 ATTN_NAME = "videoprune_flash_segments"
 
-_QWEN_TOWERS = ("Qwen2VisionTransformerPretrainedModel", "Qwen2_5_VisionTransformerPretrainedModel",
-                "Qwen3VLVisionModel")
 _NOTHING_TO_DO = ("molmo2",)
 
 
@@ -235,14 +233,21 @@ def _register() -> None:
     AttentionInterface.register(ATTN_NAME, segment_attention_forward)
 
 
+def _qwen_towers() -> dict[str, str]:
+    """``tower class name -> family name`` of the Qwen vision towers, from the family records."""
+    from .registry import vision_towers  # noqa: PLC0415
+
+    return vision_towers()
+
+
 def _qwen_tower(model: torch.nn.Module) -> torch.nn.Module | None:
-    if type(model).__name__ in _QWEN_TOWERS:
+    if type(model).__name__ in _qwen_towers():
         return model
     for path in ("model.visual", "visual"):
         obj = model
         for part in path.split("."):
             obj = getattr(obj, part, None)
-        if obj is not None and type(obj).__name__ in _QWEN_TOWERS:
+        if obj is not None and type(obj).__name__ in _qwen_towers():
             return obj
     return None
 
@@ -322,6 +327,5 @@ def enable_fast_vision_attention(model: torch.nn.Module) -> FastVisionAttention:
     previous = [(cfg, cfg._attn_implementation) for cfg in configs.values()]
     for cfg, _ in previous:
         cfg._attn_implementation = ATTN_NAME
-    fam = {"Qwen2VisionTransformerPretrainedModel": "qwen2_vl", "Qwen2_5_VisionTransformerPretrainedModel": "qwen2_5_vl",
-           "Qwen3VLVisionModel": "qwen3_vl"}[type(tower).__name__]
+    fam = _qwen_towers()[type(tower).__name__]
     return FastVisionAttention(model=model, family=fam, applied=True, previous=previous)

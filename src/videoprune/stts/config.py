@@ -20,6 +20,11 @@ def _is_real(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
+def _opt(default, help_text: str):
+    """A dataclass field with its CLI help text."""
+    return field(default=default, metadata={"help": help_text})
+
+
 @dataclass
 class STTSConfig:
     """Settings of STTS: which tokens to score, how many to drop, and with which method.
@@ -28,46 +33,16 @@ class STTSConfig:
     raise ``ValueError`` naming the field.
     """
 
-    ratio: float = field(
-        default=0.5,
-        metadata={"help": "fraction of a video's pooled tokens to drop, in [0, 1); frame 0 is always kept"},
-    )
-    prune_at: int = field(
-        default=3,
-        metadata={"help": "ViT block (from 0) whose output the scorer reads; block prune_at+1 gets the key bias, removal follows it"},
-    )
-    mlp_hidden: int = field(
-        default=256,
-        metadata={"help": "hidden width of the scorer MLP (2*width -> mlp -> mlp -> 1); the paper's value is not public"},
-    )
-    attn_dim: int = field(
-        default=64,
-        metadata={"help": "query/key width of the scorer's attention pool (values are the patches themselves)"},
-    )
-    pool: int | None = field(
-        default=None,
-        metadata={"help": "merge window side: one LLM token per pool x pool patches (3 for Molmo2, 2 for Qwen2.5-VL); None = from the model"},
-    )
-    aux_loss_weight: float = field(
-        default=0.5,
-        metadata={"help": "weight of the temporal auxiliary loss, weight * MSE(score_t, 1 - cos(f_{t-1}, f_t))"},
-    )
-    method: str = field(
-        default="learned",
-        metadata={"help": "token scores: " + " | ".join(STTS_METHODS)},
-    )
-    ref_threshold: float = field(
-        default=0.85,
-        metadata={"help": "ref_frame_similarity: a token whose cosine to its reference exceeds this is redundant"},
-    )
-    seed: int = field(
-        default=0,
-        metadata={"help": "seed of the random baseline (and of nothing else)"},
-    )
-    scorer_path: str | None = field(
-        default=None,
-        metadata={"help": "safetensors file with trained scorer weights; None = freshly initialised scorer"},
-    )
+    ratio: float = _opt(0.5, "fraction of a video's pooled tokens to drop, in [0, 1); frame 0 is always kept")
+    prune_at: int = _opt(3, "ViT block (from 0) whose output the scorer reads; block prune_at+1 gets the key bias, removal follows it")
+    mlp_hidden: int = _opt(256, "hidden width of the scorer MLP (2*width -> mlp -> mlp -> 1); the paper's value is not public")
+    attn_dim: int = _opt(64, "query/key width of the scorer's attention pool (values are the patches themselves)")
+    pool: int | None = _opt(None, "merge window side: one LLM token per pool x pool patches (3 for Molmo2, 2 for Qwen2.5-VL); None = from the model")
+    aux_loss_weight: float = _opt(0.5, "weight of the temporal auxiliary loss, weight * MSE(score_t, 1 - cos(f_{t-1}, f_t))")
+    method: str = _opt("learned", "token scores: " + " | ".join(STTS_METHODS))
+    ref_threshold: float = _opt(0.85, "ref_frame_similarity: a token whose cosine to its reference exceeds this is redundant")
+    seed: int = _opt(0, "seed of the random baseline (and of nothing else)")
+    scorer_path: str | None = _opt(None, "safetensors file with trained scorer weights; None = freshly initialised scorer")
 
     def __post_init__(self) -> None:
         if not _is_real(self.ratio) or not (0.0 <= float(self.ratio) < 1.0):

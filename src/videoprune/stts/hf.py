@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from ..models.registry import FAMILIES_BY_TYPE
 from ..patch import _HANDLE_ATTR, PruneHandle, _per_thread, pruned_loss
 from ..validate import check_regular_file
 from .bias import key_bias
@@ -44,11 +45,8 @@ from .weights import load_scorer_state, save_scorer_state
 
 __all__ = ["STTS_FAMILIES", "STTSHandle", "VideoSelection", "additive_mask", "patch_stts", "score_and_select"]
 
-#: ``model_type -> "module:Class"`` of the STTS family integration (imported lazily).
-STTS_FAMILIES: dict[str, str] = {
-    "molmo2": "videoprune.models.stts_molmo2:Molmo2STTS",
-    "qwen2_5_vl": "videoprune.models.stts_qwen2_5_vl:Qwen2_5_VLSTTS",
-}
+#: ``model_type -> "module:Class"`` of the STTS family integration (imported lazily), from the family registry.
+STTS_FAMILIES: dict[str, str] = {t: f.stts for t, f in FAMILIES_BY_TYPE.items() if f.stts is not None}
 
 
 @dataclass(eq=False)

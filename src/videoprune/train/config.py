@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..methods import method_names
+from ..models.registry import FAMILIES as _FAMILIES
 from ..validate import check_num_frames, check_pixel_budget, check_rate
 from .rates import RateDistribution
 
@@ -18,8 +19,9 @@ STRATEGIES = ("ddp", "fsdp")
 ATTENTION = ("eager", "sdpa")
 SCHEDULES = ("constant", "linear", "cosine")
 BAD_VIDEO = ("skip", "error")
-#: ``--model tiny:<family>``: a built-in random tiny model + word tokenizer (tests, smoke runs)
-TINY_MODELS = ("tiny:qwen2_vl", "tiny:qwen2_5_vl")
+#: ``--model tiny:<family>``: a built-in random tiny model + word tokenizer (tests, smoke runs), one per
+#: family record that offers a training tiny model (``Family.train_tiny``)
+TINY_MODELS = tuple(f"tiny:{f.name}" for f in _FAMILIES if f.train_tiny is not None)
 
 
 def _h(text: str, **extra) -> dict:

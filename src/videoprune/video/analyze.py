@@ -24,7 +24,7 @@ import torch
 from ..core import pixel_retention_mask, retained_count, retention_mask, threshold_mask
 from ..validate import DEFAULT_RATE, check_budget
 from .decode import Clip, SamplingConfig, VideoError, VideoLimits, decode, probe, sample_indices
-from .preprocess import FAMILIES, FamilySpec, VideoTensors, _target_size, get_family, preprocess
+from .preprocess import FamilySpec, VideoTensors, _target_size, get_family, preprocess
 
 __all__ = ["AnalyzeConfig", "AnalysisReport", "MAX_SHEET_FRAMES", "analyze", "analyze_clip", "estimate_analyze_bytes",
            "format_summary", "render_contact_sheet", "sheet_frames"]
@@ -188,7 +188,7 @@ def analyze_clip(clip: Clip, cfg: AnalyzeConfig | None = None, model=None, famil
         else:
             spec = get_family(family or model.config.model_type)
     else:
-        spec = get_family(family or FAMILIES["qwen2_vl"])
+        spec = get_family(family)  # None: the default family
     vt = preprocess(clip, spec)
     mask = _embedding_mask(model, vt, cfg, progress) if cfg.criterion == "embedding" else _pixel_mask(vt, cfg)
     t, gh, gw = (int(v) for v in vt.video_grid_thw[0])
@@ -239,7 +239,7 @@ def analyze(
         model, spec = _load_model(cfg.model)
     info = probe(video, limits)
     frames = len(sample_indices(info.total_frames, info.fps, sampling))
-    limits.check_memory(info.path, estimate_analyze_bytes(info.width, info.height, frames, spec or FAMILIES["qwen2_vl"]),
+    limits.check_memory(info.path, estimate_analyze_bytes(info.width, info.height, frames, spec or get_family()),
                         f"analyzing {frames} frames of {info.width}x{info.height}")
     clip = decode(video, sampling, limits, progress=progress)
     report = analyze_clip(clip, cfg, model=model, family=spec, progress=progress)

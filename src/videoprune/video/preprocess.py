@@ -12,13 +12,15 @@ With ``device=...`` the same steps run batched in torch on that device
 (:mod:`~videoprune.video.device_preprocess`): identical shapes, grids and layout, pixels within
 2 uint8 steps of PIL, differing on about 1 in 10^4 to 10^3 pixels (docs/video.md gives the bound).
 
-Adding a family is adding a :class:`FamilySpec` to :data:`FAMILIES`; nothing else branches on it.
-Molmo2 (not a prompt family here) has its own :func:`preprocess_molmo2`.
+Each family's :class:`FamilySpec` lives in its record (``videoprune/models/<family>.py``);
+:data:`FAMILIES` and :func:`get_family` read them from the registry, and nothing here branches
+on a family. Molmo2 (not a prompt family here) has its own :func:`preprocess_molmo2`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -124,7 +126,8 @@ class FamilySpec:
     second_per_grid_ts: bool = False  # Qwen2.5-VL's temporal M-RoPE input
     frame_timestamps_in_prompt: bool = False  # Qwen3-VL's "<t seconds>" text before each frame
     default_system: str | None = "You are a helpful assistant."
-    llava_pooled_side: int = field(default=0)  # LLaVA-OV: tokens per frame side after 2x2 bilinear pooling
+    # LLaVA-OV: tokens per frame side after 2x2 bilinear pooling (models.llava_onevision.tokens_per_side)
+    llava_pooled_side: int = field(default=0)
 
     def with_pixels(self, min_pixels: int | None = None, max_pixels: int | None = None) -> FamilySpec:
         """A copy with other pixel budgets (None keeps the current one); ValueError unless ``0 <= min <= max``."""
@@ -138,68 +141,49 @@ class FamilySpec:
         )
 
 
-_QWEN2 = FamilySpec(
-    name="qwen2_vl",
-    model_types=("qwen2_vl",),
-    layout="patches",
-    resize="qwen2",
-    mean=OPENAI_CLIP_MEAN,
-    std=OPENAI_CLIP_STD,
-    patch_size=14,
-    merge_size=2,
-    temporal_patch_size=2,
-    min_pixels=128 * 28 * 28,  # Qwen2VLVideoProcessor.size["shortest_edge"]
-    max_pixels=768 * 28 * 28,  # Qwen2VLVideoProcessor.size["longest_edge"]
-)
+class _RegisteredSpecs(Mapping):
+    """``name -> FamilySpec`` of every registered family with a spec, read from the family registry.
 
-FAMILIES: dict[str, FamilySpec] = {
-    "qwen2_vl": _QWEN2,
-    "qwen2_5_vl": replace(_QWEN2, name="qwen2_5_vl", model_types=("qwen2_5_vl",), second_per_grid_ts=True),
-    "qwen3_vl": FamilySpec(
-        name="qwen3_vl",
-        model_types=("qwen3_vl", "qwen3_vl_moe"),
-        layout="patches",
-        resize="qwen3",
-        mean=IMAGENET_STANDARD_MEAN,
-        std=IMAGENET_STANDARD_STD,
-        patch_size=16,
-        merge_size=2,
-        temporal_patch_size=2,
-        min_pixels=128 * 32 * 32,  # Qwen3VLVideoProcessor.size, over all frames
-        max_pixels=768 * 32 * 32,
-        frame_timestamps_in_prompt=True,
-        default_system=None,
-    ),
-    "llava_onevision": FamilySpec(
-        name="llava_onevision",
-        model_types=("llava_onevision",),
-        layout="stack",
-        resize="fixed",
-        mean=OPENAI_CLIP_MEAN,
-        std=OPENAI_CLIP_STD,
-        patch_size=14,
-        merge_size=1,
-        temporal_patch_size=1,
-        size=(384, 384),
-        video_token="<video>",
-        vision_start=None,
-        vision_end=None,
-        llava_pooled_side=14,  # ceil((384 // 14) / 2)
-        default_system=None,
-    ),
-}
+    Read lazily (on first use), so that this module never imports :mod:`videoprune.models` at
+    import time: the family records import :class:`FamilySpec` from here.
+    """
+
+    def _specs(self) -> dict[str, FamilySpec]:
+        from ..models.registry import FAMILIES as RECORDS  # noqa: PLC0415  (the records import this module)
+
+        return {f.name: f.spec for f in RECORDS if f.spec is not None and f.spec.name == f.name}
+
+    def __getitem__(self, name: str) -> FamilySpec:
+        return self._specs()[name]
+
+    def __iter__(self):
+        return iter(self._specs())
+
+    def __len__(self) -> int:
+        return len(self._specs())
+
+    def __repr__(self) -> str:
+        return repr(self._specs())
 
 
-def get_family(family: str | FamilySpec) -> FamilySpec:
-    """Look a family up by name or HF ``model_type`` (e.g. "qwen2_5_vl"); a FamilySpec passes through."""
+#: ``name -> FamilySpec`` of the prompt families, from the records in ``videoprune/models/<family>.py``.
+FAMILIES: Mapping[str, FamilySpec] = _RegisteredSpecs()
+
+
+def get_family(family: str | FamilySpec | None = None) -> FamilySpec:
+    """Look a family up by name or HF ``model_type``; a FamilySpec passes through, None is the default family.
+
+    Raises ValueError for a model_type without a preprocessing spec (Molmo2 has its own
+    :func:`preprocess_molmo2`) or not registered at all.
+    """
     if isinstance(family, FamilySpec):
         return family
-    if family in FAMILIES:
-        return FAMILIES[family]
-    for spec in FAMILIES.values():
-        if family in spec.model_types:
-            return spec
-    raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+    from ..models.registry import DEFAULT_FAMILY, FAMILIES_BY_TYPE  # noqa: PLC0415
+
+    record = FAMILIES_BY_TYPE.get(DEFAULT_FAMILY if family is None else family)
+    if record is None or record.spec is None:
+        raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+    return record.spec
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,7 +323,7 @@ def _on_device(frames: np.ndarray, size: tuple[int, int], mean, std, device: tor
 
 def preprocess(
     clip: Clip,
-    family: str | FamilySpec = "qwen2_vl",
+    family: str | FamilySpec | None = None,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
     device: str | torch.device | None = None,
@@ -348,7 +332,8 @@ def preprocess(
 
     Args:
         clip: frames from :func:`~videoprune.video.decode` or :func:`~videoprune.video.clip_from_frames`.
-        family: a name in :data:`FAMILIES` / an HF ``model_type``, or a :class:`FamilySpec`.
+        family: a name in :data:`FAMILIES` / an HF ``model_type``, or a :class:`FamilySpec`;
+            None: the default family (``videoprune.models.DEFAULT_FAMILY``, Qwen2-VL).
         min_pixels, max_pixels: override the family's pixel budget (Qwen families; pixels per
             frame for Qwen2/2.5-VL, over all frames for Qwen3-VL, as in HF).
         device: None (default): PIL on the CPU, exactly HF's PIL image processors. A torch

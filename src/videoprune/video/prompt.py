@@ -54,7 +54,7 @@ def prepare_inputs(
     video,
     question: str,
     tokenizer_or_processor,
-    family: str | FamilySpec = "qwen2_vl",
+    family: str | FamilySpec | None = None,
     sampling: SamplingConfig | None = None,
     limits: VideoLimits | None = None,
     fps: float = 24.0,
@@ -73,7 +73,8 @@ def prepare_inputs(
         tokenizer_or_processor: an HF tokenizer, or a processor with a ``.tokenizer``; it must
             know the family's special tokens (``<|video_pad|>``, ``<|vision_start|>``, ... or
             ``<video>``) as single tokens.
-        family: name or HF ``model_type`` (see :data:`~videoprune.video.FAMILIES`).
+        family: name or HF ``model_type`` (see :data:`~videoprune.video.FAMILIES`); None: the
+            default family (``videoprune.models.DEFAULT_FAMILY``, Qwen2-VL).
         sampling, limits: how frames are taken from a file (ignored for a Clip).
         min_pixels, max_pixels: override the family's pixel budget.
         device: None: PIL preprocessing on the CPU, every tensor on the CPU. A torch device

@@ -7,23 +7,23 @@ Three stages, each one `videoprune.train.train` run on the same synthetic traini
 A base run can start from an earlier export (--init) and add extra clips of chosen question types
 (--extra-types, which may name the training-only direction_single; --extra-num; --extra-weight to
 oversample the first type; --extra-dir to keep a second set beside DATA/extra). The shipped default
-is benchmarks/direction_stage.py (direction alone) followed by two such base runs (docs/accuracy.md).
+is recipes/direction_stage.py (direction alone) followed by two such base runs (docs/accuracy.md).
 The data (train / val splits; never the test split) is written on first use. The validation
 accuracy is printed every --eval-every steps as one JSON line (unpruned for base/uptrained,
 with the trainer's STTS patch for stts). The export gets the init bundle's videoprune.json, so
 load_bundle(export) preprocesses exactly as in training.
 
 Usage (the shipped models, 2026-12-01):
-  python benchmarks/direction_stage.py --out runs/direction --ntrain 4000 --nval 200 --steps 3000
-  python benchmarks/train_default_model.py --stage base --init runs/direction --out runs/base \
+  python recipes/direction_stage.py --out runs/direction --ntrain 4000 --nval 200 --steps 3000
+  python recipes/train_default_model.py --stage base --init runs/direction --out runs/base \
       --extra-types direction,flash_count,direction_single --extra-num 6000 --extra-dir extra_dfs --steps 4500
   X="--data runs/base/data --extra-types flash_count,direction,direction_single --extra-num 6000 \
       --extra-dir extra_dfs --extra-weight 2"
-  python benchmarks/train_default_model.py --stage base --init runs/base/run/export --out runs/focus $X \
+  python recipes/train_default_model.py --stage base --init runs/base/run/export --out runs/focus $X \
       --steps 3500 --lr 5e-4
-  python benchmarks/train_default_model.py --stage uptrained --init runs/focus/run/export --out runs/up $X \
+  python recipes/train_default_model.py --stage uptrained --init runs/focus/run/export --out runs/up $X \
       --rate-dist uniform:0.5,0.9 --export-rate 0.75 --steps 600 --lr 3e-4
-  python benchmarks/train_default_model.py --stage stts --init runs/focus/run/export --out runs/stts $X \
+  python recipes/train_default_model.py --stage stts --init runs/focus/run/export --out runs/stts $X \
       --steps 300 --lr 5e-4 --eval-every 100
 """
 

@@ -1,4 +1,4 @@
-"""Stage 0 of the default-model recipe (benchmarks/direction_stage.py) runs end to end on a few clips."""
+"""Stage 0 of the default-model recipe (recipes/direction_stage.py) runs end to end on a few clips."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "direction_stage.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "recipes" / "direction_stage.py"
 
 
 def test_direction_stage_writes_a_bundle_the_recipe_can_continue_from(tmp_path):

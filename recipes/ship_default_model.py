@@ -1,6 +1,6 @@
 """Copy trained exports into the package as the embedded default models, plus the sample clip.
 
-  python benchmarks/ship_default_model.py --base runs/base/run/export \
+  python recipes/ship_default_model.py --base runs/base/run/export \
       --uptrained runs/up/run/export --stts runs/stts/run/export
 
 Writes src/videoprune/assets/{default,default-uptrained}/ (safetensors weights, config,

@@ -4,7 +4,7 @@ The default model (videoprune.data.qa_model, the "default" size) is trained on -
 `direction` clips rendered in memory (no video files), half of them with one mover only (the
 named object moves, the distractor stays still: the one-mover step that makes reading motion
 direction learnable at this scale, docs/accuracy.md), then saved as a bundle for
-`benchmarks/train_default_model.py --stage base --init OUT`. Validation (`val` split only):
+`recipes/train_default_model.py --stage base --init OUT`. Validation (`val` split only):
 --nval two-mover `direction` clips plus --nval-single one-mover clips (100), printed every --every steps as
 one JSON line. AdamW, linear warm-up over 100 steps, cosine decay; one thread by default.
 
@@ -14,7 +14,7 @@ same kind of clip from its own random stream, and `train_default_model.py --extr
 --extra-types direction,direction_single` is the recipe's equivalent stage).
 
 Usage (the stage behind the shipped default; 3000 steps took 29 and 34 min on one core in two runs):
-  python benchmarks/direction_stage.py --out runs/direction --ntrain 4000 --nval 200 --steps 3000
+  python recipes/direction_stage.py --out runs/direction --ntrain 4000 --nval 200 --steps 3000
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The default model's recipe (benchmarks/train_default_model.py): the extra-clip training mix."""
+"""The default model's recipe (recipes/train_default_model.py): the extra-clip training mix."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("av")
 
-RECIPE = Path(__file__).resolve().parents[2] / "benchmarks" / "train_default_model.py"
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "train_default_model.py"
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,8 @@ def _types(jsonl: Path) -> Counter:
 
 
 def test_extra_weight_repeats_the_first_type_and_paths_resolve(recipe, data, tmp_path):
+    """--extra-weight N lists the first extra type's clips N times in the training mix, the others once, and every
+    rebased video path points at a real clip."""
     mix = recipe._with_extra(data, tmp_path / "out", ["direction", "flash_count"], 4, 1, weight=3)
     assert _types(mix) == Counter({"moved": 4, "direction": 2 * 3, "flash_count": 2})
     for line in mix.read_text().splitlines():  # every rebased path points at a real clip
@@ -43,6 +45,8 @@ def test_extra_weight_repeats_the_first_type_and_paths_resolve(recipe, data, tmp
 
 
 def test_an_existing_extra_folder_of_other_types_is_refused(recipe, data, tmp_path):
+    """Reusing an extra folder written for other question types, or an --extra-weight below 1, stops the recipe instead
+    of training on the wrong mix."""
     recipe._with_extra(data, tmp_path / "a", ["direction", "flash_count"], 4, 1)
     with pytest.raises(SystemExit, match="already holds 4 clips"):
         recipe._with_extra(data, tmp_path / "b", ["direction"], 4, 1)

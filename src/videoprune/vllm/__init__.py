@@ -1,0 +1,44 @@
+"""videoprune for vLLM: pre-encoder EVS, STTS and EVS through one ``videoprune`` block, no fork.
+
+Install ``pip install "videoprune[vllm]"``; vLLM then loads :func:`register` in every process
+(``vllm.general_plugins`` entry point). A model is configured by one block in ``hf_overrides``
+or its ``config.json``::
+
+    LLM(model=PATH, hf_overrides={"videoprune": {"method": "evs-pre", "rate": 0.75}})
+    vllm serve PATH --hf-overrides '{"videoprune": {"method": "stts", "rate": 0.5, "scorer_path": "s.safetensors"}}'
+
+* ``evs``: EVS on the LLM-side embeddings, after the encoder (the selection of vLLM's
+  ``video_pruning_rate``, computed by :mod:`videoprune.core`);
+* ``evs-pre``: EVS on pixels, before the encoder, which encodes the kept merge units only;
+* ``stts``: a scorer saved by ``handle.save_scorer`` prunes inside the vision encoder.
+
+Without a block the model is vLLM's own. Covered: Qwen2.5-VL (all three methods). Not covered
+yet: Qwen2-VL (vLLM's class has no M-RoPE recompute for pruned media, which the plug-in would have
+to add) and Qwen3-VL (its prompts carry per-frame timestamp text and deepstack features, which
+need their own placeholder and feature handling); a block on them fails at engine start.
+Tested on vLLM 0.32.x; another version fails at engine start unless
+``VIDEOPRUNE_VLLM_ALLOW_UNTESTED=1``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["register"]
+
+#: architectures replaced by a pruning-aware subclass: ``arch -> "module:Class"``
+ARCHITECTURES = {
+    "Qwen2_5_VLForConditionalGeneration": "videoprune.vllm.models:VideopruneQwen2_5_VL",
+}
+
+
+def register() -> None:
+    """The ``vllm.general_plugins`` entry point: register the model subclasses and install the hooks.
+
+    Safe to call more than once and in every vLLM process (vLLM calls it in each).
+    """
+    from vllm import ModelRegistry
+
+    from .hooks import install
+
+    for arch, target in ARCHITECTURES.items():
+        ModelRegistry.register_model(arch, target)
+    install()

