@@ -30,6 +30,16 @@ __all__ = ["DEFAULT_RATE", "METHODS", "Method", "get_method", "method_choices", 
 PLACES = ("ask", "speed", "accuracy", "eval", "train", "vllm")
 
 
+#: what each ``Method.needs`` asks of a family record (:class:`videoprune.models.family.Family`)
+_NEEDS = {
+    "": lambda f: f.adapter is not None or f.stts is not None,
+    "evs": lambda f: f.adapter is not None,
+    "pixel": lambda f: f.supports_pixel_criterion,
+    "pre_encoder": lambda f: f.supports_pre_encoder,
+    "stts": lambda f: f.stts is not None,
+}
+
+
 @dataclass(frozen=True)
 class Method:
     """One pruning method.
@@ -57,6 +67,8 @@ class Method:
     where: tuple[str, ...] = PLACES
 
     def __post_init__(self):
+        if self.needs not in _NEEDS:
+            raise ValueError(f"needs must be one of {sorted(_NEEDS)}, got {self.needs!r}")
         object.__setattr__(self, "evs", MappingProxyType(dict(self.evs)))
 
     def supports(self, model_type: str) -> bool:
@@ -64,19 +76,10 @@ class Method:
         return model_type in self.families()
 
     def families(self) -> tuple[str, ...]:
-        """The ``model_type`` values this method runs on, from the families' declared capabilities."""
-        from .models import ADAPTERS
-        from .stts.hf import STTS_FAMILIES
+        """The ``model_type`` values this method runs on, in registry order, from the family records' capabilities."""
+        from .models.registry import model_types_where
 
-        if self.needs == "stts":
-            return tuple(sorted(STTS_FAMILIES))
-        if self.needs == "pixel":
-            return tuple(sorted(t for t, a in ADAPTERS.items() if a.supports_pixel_criterion))
-        if self.needs == "pre_encoder":
-            return tuple(sorted(t for t, a in ADAPTERS.items() if a.supports_pre_encoder))
-        if self.needs == "evs":
-            return tuple(sorted(ADAPTERS))
-        return tuple(sorted(set(ADAPTERS) | set(STTS_FAMILIES)))
+        return model_types_where(_NEEDS[self.needs])
 
     def check_family(self, model_type: str) -> None:
         """ValueError naming the supported families when this method cannot run on ``model_type``."""

@@ -73,6 +73,11 @@ class Method:
 
     spec: Any  # a videoprune.methods.Method: its name, help, families and config
 
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The ``model_type`` values this method runs on (the family records', in registry order)."""
+        return self.spec.families()
+
     def apply(self, model: torch.nn.Module, rate: float) -> Any:
         extra = {"prune_at": stts_prune_at(model)} if self.spec.kind == "stts" else {}
         return self.spec.apply(model, rate, **extra)
