@@ -25,7 +25,6 @@ KNOWN_PRIVATE_IMPORTS = {
 
 #: loops another change removes, each as one (module, module) pair of it; both run through deferred imports
 KNOWN_CYCLES = {
-    frozenset({"videoprune.bench", "videoprune.cli"}),  # removed by the methods-table branch
     # ModelAdapter.check_config lists the pre-encoder families from ADAPTERS in its error message
     # (a deferred import of models/__init__, which imports base through family and registry)
     frozenset({"videoprune.models", "videoprune.models.base"}),

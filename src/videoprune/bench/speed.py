@@ -47,42 +47,42 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from .._swaps import MethodSwaps
-from ..models.registry import family_for, model_types_where
+from ..methods import get_method, method_names
+from ..models.registry import family_for
 
 __all__ = ["SpeedConfig", "Method", "METHODS", "run_speed", "format_table", "plot_speedups", "write_outputs",
            "summary", "check_memory", "estimate_memory", "available_memory", "noise_warnings"]
 
 
 # --------------------------------------------------------------------------------------------
-# methods: name -> how to switch it on for a rate.
+# methods: the methods table's entries that bench speed offers, and how each is switched on.
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Method:
-    """A pruning method the benchmark can sweep.
+    """A method of the methods table (:mod:`videoprune.methods`) as the benchmark sweeps it.
 
     ``apply(model, rate)`` switches it on and returns an object with ``remove()`` (or None for
-    no patch); ``families`` lists the supported ``model_type`` values (empty = all).
+    no patch); ``stts`` runs a freshly initialised (untrained) scorer: speed does not depend on
+    what it learned, only on how many tokens it keeps, and that count is fixed by the ratio
+    (global top-k per video). Its ``prune_at`` is :func:`stts_prune_at` of the model.
     """
 
-    help: str
-    apply: Callable[[torch.nn.Module, float], Any]
-    families: tuple[str, ...] = ()
+    spec: Any  # a videoprune.methods.Method: its name, help, families and config
 
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The ``model_type`` values this method runs on (the family records', in registry order)."""
+        return self.spec.families()
 
-def _evs(**kw) -> Callable[[torch.nn.Module, float], Any]:
-    def apply(model, rate):
-        import videoprune
-
-        return videoprune.patch(model, videoprune.EVSConfig(rate=rate, **kw))
-
-    return apply
+    def apply(self, model: torch.nn.Module, rate: float) -> Any:
+        extra = {"prune_at": stts_prune_at(model)} if self.spec.kind == "stts" else {}
+        return self.spec.apply(model, rate, **extra)
 
 
 #: The paper's STTS pruning layer: after block 3 of Molmo2's 25-block (trimmed) ViT.
@@ -103,25 +103,8 @@ def stts_prune_at(model) -> int:
     return min(depth - 2, max(0, round((_STTS_PAPER_PRUNE_AT + 1) * depth / _STTS_PAPER_DEPTH) - 1))
 
 
-def _stts(model, rate):
-    import videoprune
-
-    # a freshly initialised (untrained) scorer: speed does not depend on what it learned, only on
-    # how many tokens it keeps, and that count is fixed by the ratio (global top-k per video)
-    return videoprune.patch(model, videoprune.STTSConfig(ratio=rate, prune_at=stts_prune_at(model)))
-
-
-METHODS: dict[str, Method] = {
-    "none": Method("unpatched model (the baseline; rate ignored)", lambda model, rate: None),
-    "evs": Method("EVS on LLM-side embeddings, after the encoder (what serving engines ship)", _evs()),
-    "evs-pixel": Method("EVS with the pixel criterion, after the encoder", _evs(criterion="pixel"),
-                        model_types_where(lambda f: f.supports_pixel_criterion)),
-    "evs-pre": Method("EVS with the pixel criterion BEFORE the encoder, which encodes kept tokens only",
-                      _evs(criterion="pixel", stage="pre_encoder"), model_types_where(lambda f: f.supports_pre_encoder)),
-    "stts": Method("STTS (learned scorer, untrained weights) pruning INSIDE the vision encoder after block prune_at "
-                   "(see stts_prune_at); the LLM gets kept tokens only", _stts,
-                   model_types_where(lambda f: f.stts is not None)),
-}
+#: the methods ``bench speed --method`` takes, in the table's order
+METHODS: dict[str, Method] = {name: Method(get_method(name)) for name in method_names("speed")}
 
 
 def _csv(kind, text: str) -> tuple:
@@ -727,9 +710,7 @@ def run_speed(cfg: SpeedConfig, progress: bool = True) -> dict[str, Any]:
     family = model.config.model_type
     methods = [m for m in cfg.method_list if m != "none"]
     for m in methods:
-        fams = METHODS[m].families
-        if fams and family not in fams:
-            raise ValueError(f"method {m!r} does not support {family}; it supports: {', '.join(fams)}")
+        METHODS[m].spec.check_family(family)
     n_settings = len(cfg.frame_list) * len(cfg.pipeline_list) * (1 + len(methods) * len(cfg.rate_list))
     bar = tqdm(total=n_settings * (cfg.warmup + cfg.repeats), desc="bench speed", unit="run",
                disable=not progress, file=sys.stderr)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.evs import retained_count
-from ..methods import get_method
+from ..methods import get_method, method_names
 from ..stts.select import drop_count
 
 __all__ = ["BLOCK", "FAMILIES", "TESTED_VLLM", "PluginConfig", "check_vllm_version", "kept_tokens", "parse_block",
@@ -33,7 +33,7 @@ BLOCK = "videoprune"
 TESTED_VLLM = ("0.32",)
 #: ``model_type -> methods`` the plug-in serves (Qwen3-VL: see videoprune.vllm's module docstring)
 FAMILIES: Mapping[str, tuple[str, ...]] = {
-    "qwen2_5_vl": ("evs", "evs-pre", "stts"),
+    "qwen2_5_vl": method_names("vllm"),  # evs, evs-pre, stts: every method the table offers vLLM
 }
 _FIELDS = ("method", "rate", "scorer_path")
 _THRESHOLD_WHY = ("threshold mode is not available in vLLM: vLLM sizes a prompt's video placeholders from the "
