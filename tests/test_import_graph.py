@@ -16,19 +16,11 @@ import videoprune
 
 PACKAGE = Path(videoprune.__file__).parent
 
-#: modules that import another module's underscore names; all outside the LLM-side layer's files
-KNOWN_PRIVATE_IMPORTS = {
-    ("videoprune.bundle", "_target_size"),
-    ("videoprune.train.trainer", "_MicroBatches"),
-    ("videoprune.video.analyze", "_target_size"),
-}
+#: modules that import another module's underscore names (none left: the shared pieces have public names)
+KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = set()
 
-#: loops another change removes, each as one (module, module) pair of it; both run through deferred imports
-KNOWN_CYCLES = {
-    # ModelAdapter.check_config lists the pre-encoder families from ADAPTERS in its error message
-    # (a deferred import of models/__init__, which imports base through family and registry)
-    frozenset({"videoprune.models", "videoprune.models.base"}),
-}
+#: loops another change removes, each as one (module, module) pair of it (none left)
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 def module_names() -> dict[str, Path]:

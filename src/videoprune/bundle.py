@@ -163,12 +163,12 @@ def estimate_video_tokens(family: str, width: int, height: int, frames: int,
     """
     import math
 
-    from .video.preprocess import _target_size, get_family
+    from .video.preprocess import target_size, get_family
 
     spec = get_family(family).with_pixels(min_pixels, max_pixels)
     if spec.layout != "patches":  # LLaVA-OneVision: pooled grid per frame plus one newline token
         return frames * spec.llava_pooled_side**2 + 1
-    h, w = _target_size(spec, frames, height, width)
+    h, w = target_size(spec, frames, height, width)
     slices = math.ceil(frames / spec.temporal_patch_size)
     unit = spec.patch_size * spec.merge_size
     per_slice = (h // unit) * (w // unit)

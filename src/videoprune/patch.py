@@ -106,7 +106,7 @@ def patch(model: torch.nn.Module, cfg: "EVSConfig | STTSConfig | None" = None) -
         ValueError: unsupported model family, or settings the family cannot honour.
         RuntimeError: the model is already patched.
     """
-    from .models import adapter_for
+    from .models import adapter_for, model_types_where
     from .stts.config import STTSConfig
 
     if isinstance(cfg, STTSConfig):  # STTS prunes inside the vision encoder: its own wiring (stts/hf.py)
@@ -118,7 +118,7 @@ def patch(model: torch.nn.Module, cfg: "EVSConfig | STTSConfig | None" = None) -
         raise ValueError(f"cfg must be an EVSConfig, got {type(cfg).__name__}")
     check_unpatched(model)
     adapter = adapter_for(model)
-    adapter.check_config(cfg)
+    adapter.check_config(cfg, model_types_where(lambda family: family.supports_pre_encoder))
     handle = EVSHandle(model=model, config=cfg, adapter=adapter)
     adapter.phase = handle.phase  # the pre-encoder selection inside the adapter is timed as "select"
     install_llm_input(handle)

@@ -38,7 +38,6 @@ setting repeat i, timed back to back), the spread to quote on a loaded machine.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -103,15 +103,18 @@ class ModelAdapter:
         self.phase: Callable[[str], contextlib.AbstractContextManager] = _untimed
 
     # ---- checks ------------------------------------------------------------------------------
-    def check_config(self, cfg: EVSConfig) -> None:
-        """Raise ValueError for settings this family cannot honour (never silently ignore them)."""
+    def check_config(self, cfg: EVSConfig, pre_encoder_types: Iterable[str] = ()) -> None:
+        """Raise ValueError for settings this family cannot honour (never silently ignore them).
+
+        ``pre_encoder_types``: the model_types that do support ``stage="pre_encoder"``, named in
+        that error (the registry's list, which :func:`videoprune.patch` passes: this module sits
+        below the registry and never imports it).
+        """
         if cfg.apply_to_images:
             raise ValueError("apply_to_images=True is not supported: an image is a single temporal slice, "
                              "which EVS always keeps whole, so it would prune nothing")
         if cfg.stage == "pre_encoder" and not self.supports_pre_encoder:
-            from . import ADAPTERS
-
-            ok = sorted(t for t, cls in ADAPTERS.items() if cls.supports_pre_encoder)
+            ok = sorted(pre_encoder_types)
             raise ValueError(f"stage='pre_encoder' is not supported for {self.config.model_type}; it is "
                              f"supported for: {', '.join(ok)}. Use stage='post_encoder'")
         if cfg.criterion == "pixel" and not self.supports_pixel_criterion:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Record", "BadVideo", "DataError", "read_jsonl", "VideoQADataset", "collate", "ShardedSchedule"]
+__all__ = ["Record", "BadVideo", "DataError", "read_jsonl", "VideoQADataset", "collate", "ShardedSchedule", "MicroBatches"]
 
 IGNORE = -100
 
@@ -218,7 +218,7 @@ class ShardedSchedule:
         return shard[pos * self.batch_size:(pos + 1) * self.batch_size].tolist()
 
 
-class _MicroBatches(torch.utils.data.Dataset):
+class MicroBatches(torch.utils.data.Dataset):
     """Micro-batches ``start .. stop-1`` of a schedule, collated (for a DataLoader with batch_size=None)."""
 
     def __init__(self, dataset: VideoQADataset, schedule: ShardedSchedule, start: int, stop: int, pad_id: int):

@@ -822,13 +822,13 @@ def _open_data_and_logs(run: _Run, dataset, progress: bool | None) -> None:
     """The micro-batch loader from the start step on, autocast, the CSV/TensorBoard logger and the progress bar."""
     from tqdm.auto import tqdm
 
-    from .data import _MicroBatches
+    from .data import MicroBatches
 
     cfg, d, start = run.cfg, run.d, run.start
     use_bf16 = _use_bf16(cfg, d)
     run.autocast = lambda: torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=use_bf16)
     loader = torch.utils.data.DataLoader(
-        _MicroBatches(dataset, run.schedule, start * cfg.grad_accum, run.total * cfg.grad_accum,
+        MicroBatches(dataset, run.schedule, start * cfg.grad_accum, run.total * cfg.grad_accum,
                       run.tokenizer.pad_token_id),
         batch_size=None, shuffle=False, num_workers=cfg.num_workers,
         worker_init_fn=_ignore_sigint if cfg.num_workers else None)

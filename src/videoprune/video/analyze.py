@@ -23,8 +23,8 @@ import torch
 
 from ..core import pixel_retention_mask, retained_count, retention_mask, threshold_mask
 from ..validate import DEFAULT_RATE, check_budget
-from .decode import Clip, SamplingConfig, VideoError, VideoLimits, decode, probe, sample_indices
-from .preprocess import FamilySpec, VideoTensors, _target_size, get_family, preprocess
+from .decode import Clip, SamplingConfig, VideoLimits, decode, probe, sample_indices
+from .preprocess import FamilySpec, VideoTensors, target_size, get_family, preprocess
 
 __all__ = ["AnalyzeConfig", "AnalysisReport", "MAX_SHEET_FRAMES", "analyze", "analyze_clip", "estimate_analyze_bytes",
            "format_summary", "render_contact_sheet", "sheet_frames"]
@@ -260,7 +260,7 @@ def analyze(
 def estimate_analyze_bytes(width: int, height: int, frames: int, spec: FamilySpec) -> int:
     """Peak memory of an analysis, roughly: the decoded frames (uint8) plus about three float32
     copies of them at the model resolution (resized, normalised, patchified) and the sheet."""
-    h, w = _target_size(spec, frames, height, width) if spec.layout == "patches" else (spec.size or (height, width))
+    h, w = target_size(spec, frames, height, width) if spec.layout == "patches" else (spec.size or (height, width))
     return frames * width * height * 3 + 3 * frames * h * w * 3 * 4 + SHEET_BYTES
 
 

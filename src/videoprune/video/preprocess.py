@@ -37,6 +37,7 @@ __all__ = [
     "get_family",
     "smart_resize",
     "smart_resize_qwen3",
+    "target_size",
     "preprocess",
     "Molmo2Video",
     "preprocess_molmo2",
@@ -247,7 +248,11 @@ class VideoTensors:
 # --------------------------------------------------------------------------------------------
 # the steps
 # --------------------------------------------------------------------------------------------
-def _target_size(spec: FamilySpec, num_frames: int, height: int, width: int) -> tuple[int, int]:
+def target_size(spec: FamilySpec, num_frames: int, height: int, width: int) -> tuple[int, int]:
+    """``(height, width)`` the frames of a ``num_frames`` clip are resized to under ``spec``'s resize rule.
+
+    The one rule preprocessing, the bundle's token estimate and ``analyze`` share.
+    """
     factor = spec.patch_size * spec.merge_size
     if spec.resize == "qwen2":
         return smart_resize(height, width, factor, spec.min_pixels, spec.max_pixels)
@@ -347,7 +352,7 @@ def preprocess(
     dev = None if device is None else dp.resolve_device(device)
     frames = _checked_frames(clip.frames)
     height, width = frames.shape[1:3]
-    size = _target_size(spec, frames.shape[0], height, width)
+    size = target_size(spec, frames.shape[0], height, width)
     if spec.layout == "stack":
         if dev is None:
             pixels = torch.from_numpy(_resize_normalize(frames, size, spec.mean, spec.std))
