@@ -37,6 +37,7 @@ import torch
 from ..core.plan import build_plan, video_keep_stats
 from ..llm import bound_call, decode_kwargs, full_positions, record_prefill, route_call, time_prefill
 from ..stts.config import STTSConfig
+from ..stts.family import STTSFamily
 from ..stts.hf import STTSHandle, additive_mask, score_and_select
 from ..stts.packing import build_layout, pack, scatter_back
 from .molmo2 import feature_taps, tapped_depth
@@ -45,7 +46,7 @@ from .molmo2_layout import pooling_is_per_video, to_global, video_pooling
 __all__ = ["Molmo2STTS"]
 
 
-class Molmo2STTS:
+class Molmo2STTS(STTSFamily):
     """STTS integration for ``Molmo2ForConditionalGeneration`` / ``Molmo2Model``."""
 
     position_axes = 1

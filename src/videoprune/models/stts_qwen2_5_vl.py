@@ -26,6 +26,7 @@ import torch
 from ..core.evs import normalize_grids
 from ..llm import bound_call, install_llm_input
 from ..stts.config import STTSConfig
+from ..stts.family import STTSFamily
 from ..stts.hf import STTSHandle, score_and_select
 from ..stts.scorer import grid_to_windows, windows_to_grid
 from . import qwen_vision as QV
@@ -34,8 +35,8 @@ from .qwen2_5_vl import Qwen2_5_VLAdapter
 __all__ = ["Qwen2_5_VLSTTS"]
 
 
-class Qwen2_5_VLSTTS(Qwen2_5_VLAdapter):
-    """The Qwen2.5-VL EVS adapter with the STTS keep mask as its selection."""
+class Qwen2_5_VLSTTS(Qwen2_5_VLAdapter, STTSFamily):
+    """The Qwen2.5-VL EVS adapter with the STTS keep mask as its selection (its LLM side is EVS's)."""
 
     def __init__(self, model: torch.nn.Module, cfg: STTSConfig):
         super().__init__(model)

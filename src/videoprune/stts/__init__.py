@@ -5,6 +5,7 @@ Pure torch; nothing here imports transformers. Model adapters wire these pieces 
 
 from .bias import BIAS_FLOOR, key_bias, key_bias_attn_mask, pooled_key_bias, upsample_to_patches
 from .config import STTS_METHODS, STTSConfig
+from .family import STTSFamily
 from .loss import temporal_aux_loss, temporal_target
 from .packing import (
     PackedLayout,
@@ -34,6 +35,7 @@ __all__ = [
     "STTS_METHODS",
     "PackedLayout",
     "STTSConfig",
+    "STTSFamily",
     "STTSScorer",
     "STTSSelection",
     "build_layout",

@@ -19,7 +19,8 @@ What a patched model does on a call with video (methods.md §2):
 ``ratio = 0`` is the do-nothing path: the model computes exactly what it computes unpatched
 (no bias, no removal); in training the scorer still runs on the side to give the aux loss.
 
-The family-specific parts live in ``videoprune.models.stts_<family>``; this module holds the
+The family-specific parts live in ``videoprune.models.stts_<family>``, each a subclass of
+:class:`~videoprune.stts.family.STTSFamily` (the members called here); this module holds the
 handle, the dispatch and the pieces every family shares. The LLM side (handle base, prefill and
 decode, encode cache, timings, labels and loss) is the layer EVS uses too, :mod:`videoprune.llm`.
 transformers is never imported here.
@@ -39,6 +40,7 @@ from ..models.registry import FAMILIES_BY_TYPE
 from ..validate import check_regular_file
 from .bias import key_bias
 from .config import STTSConfig
+from .family import STTSFamily
 from .loss import temporal_aux_loss
 from .scorer import STTSScorer, window_mean
 from .select import STTSSelection, method_scores, select_tokens
@@ -137,8 +139,11 @@ def patch_stts(model: torch.nn.Module, cfg: STTSConfig) -> STTSHandle:
             raise ValueError(f"scorer_path is set but method={cfg.method!r} uses no scorer")
         # a missing file must be reported as such, before the family checks the settings beside it
         check_regular_file(cfg.scorer_path, "scorer file")
-    mod, cls = target.split(":")
-    family = getattr(importlib.import_module(mod), cls)(model, cfg)
+    mod, name = target.split(":")
+    cls = getattr(importlib.import_module(mod), name)
+    if not (isinstance(cls, type) and issubclass(cls, STTSFamily)):
+        raise TypeError(f"STTS integration {target} must subclass videoprune.stts.family.STTSFamily")
+    family = cls(model, cfg)
     handle = STTSHandle(model=model, config=cfg, adapter=family)
     handle.fingerprint_fields = family.fingerprint_fields(cfg)
     if cfg.method == "learned":
