@@ -18,7 +18,7 @@ from typing import Any
 
 from .base import ModelAdapter
 
-__all__ = ["Family", "TINY_VOCAB", "TINY_HIDDEN", "TINY_PATCH", "TINY_IDS", "tiny_text", "last_block_depth"]
+__all__ = ["Family", "TINY_VOCAB", "TINY_HIDDEN", "TINY_PATCH", "TINY_IDS", "tiny_text", "overlay", "last_block_depth"]
 
 #: Vocabulary, width and patch size of the tiny random models (tests' inputs are built on them).
 TINY_VOCAB = 128
@@ -38,6 +38,11 @@ def tiny_text(vocab_size: int = TINY_VOCAB, **extra: Any) -> dict[str, Any]:
                max_position_embeddings=512, pad_token_id=0)
     cfg.update(extra)
     return cfg
+
+
+def overlay(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A new dict: ``defaults`` with ``overrides`` (None: none) on top; how every tiny config takes its overrides."""
+    return dict(defaults, **(overrides or {}))
 
 
 def last_block_depth(config) -> int:
@@ -94,6 +99,22 @@ class Family:
         if self.adapter is not None and set(self.adapter.model_types) - set(self.model_types):
             raise ValueError(f"family {self.name!r}: adapter serves {self.adapter.model_types}, "
                              f"which are not all among {self.model_types}")
+
+    @classmethod
+    def of(cls, prefix: str, tiny_config: Callable[..., Any], adapter: type[ModelAdapter] | None = None,
+           model_types: tuple[str, ...] | None = None, **fields: Any) -> Family:
+        """The record whose ``name``, ``model_types`` and ``classes`` follow from what already says them.
+
+        ``model_types``: the adapter's (given only for a family without one); ``name``: the first
+        of them; ``classes``: transformers' ``{prefix}Config`` and ``{prefix}ForConditionalGeneration``.
+        ``fields``: the other attributes.
+        """
+        if adapter is None and model_types is None:
+            raise ValueError(f"family {prefix!r} needs an adapter or model_types")
+        types = tuple(adapter.model_types if model_types is None else model_types)
+        return cls(name=types[0] if types else "", model_types=types,
+                   classes=(f"{prefix}Config", f"{prefix}ForConditionalGeneration"), tiny_config=tiny_config,
+                   adapter=adapter, **fields)
 
     def transformers_classes(self) -> tuple[type, type]:
         """``(config class, model class)`` from transformers (imported now)."""

@@ -9,7 +9,7 @@ import torch
 
 from ..video.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, FamilySpec
 from .base import ModelAdapter, VideoLayout
-from .family import TINY_IDS, TINY_PATCH, TINY_VOCAB, Family, tiny_text
+from .family import TINY_IDS, TINY_PATCH, TINY_VOCAB, Family, overlay, tiny_text
 
 __all__ = ["FAMILY", "LlavaOnevisionAdapter", "tokens_per_side"]
 
@@ -107,15 +107,11 @@ def tiny_config(patch_size: int = TINY_PATCH, vocab_size: int = TINY_VOCAB, text
                     vision_feature_layer=-1, vision_feature_select_strategy="full",
                     image_grid_pinpoints=[[side, side]]), **top)
     return tf.LlavaOnevisionConfig(text_config=dict(model_type="qwen2", **tiny_text(vocab_size, **(text or {}))),
-                                   vision_config=dict(v, **(vision or {})), **top)
+                                   vision_config=overlay(v, vision), **top)
 
 
-FAMILY = Family(
-    name="llava_onevision",
-    model_types=LlavaOnevisionAdapter.model_types,
-    classes=("LlavaOnevisionConfig", "LlavaOnevisionForConditionalGeneration"),
-    tiny_config=tiny_config,
-    adapter=LlavaOnevisionAdapter,
+FAMILY = Family.of(
+    "LlavaOnevision", tiny_config, LlavaOnevisionAdapter,
     spec=SPEC,
     full_size={
         # llava-hf/llava-onevision-qwen2-7b-ov-hf (SigLIP so400m + Qwen2-7B)

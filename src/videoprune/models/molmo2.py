@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .family import TINY_HIDDEN, TINY_VOCAB, Family
+from .family import TINY_HIDDEN, TINY_VOCAB, Family, overlay
 
 __all__ = ["FAMILY", "feature_taps", "tapped_depth"]
 
@@ -51,15 +51,12 @@ def tiny_config(vit_layers: int = 6, taps=(-1, -3), vocab_size: int = TINY_VOCAB
                    head_dim=16, intermediate_size=64, text_hidden_size=TINY_HIDDEN)
     t = dict(hidden_size=TINY_HIDDEN, num_attention_heads=2, num_key_value_heads=1, head_dim=16, vocab_size=vocab_size,
              additional_vocab_size=8, num_hidden_layers=2, intermediate_size=64, max_position_embeddings=512)
-    return tf.Molmo2Config(vision_config=dict(v, **(vision or {})), adapter_config=adapter, text_config=dict(t, **(text or {})),
+    return tf.Molmo2Config(vision_config=overlay(v, vision), adapter_config=adapter, text_config=overlay(t, text),
                            **dict(TINY_TOKEN_IDS if token_ids is None else token_ids), **top)
 
 
-FAMILY = Family(
-    name="molmo2",
-    model_types=("molmo2",),
-    classes=("Molmo2Config", "Molmo2ForConditionalGeneration"),
-    tiny_config=tiny_config,
+FAMILY = Family.of(
+    "Molmo2", tiny_config, model_types=("molmo2",),
     stts="videoprune.models.stts_molmo2:Molmo2STTS",
     tapped_depth=tapped_depth,
     full_size={

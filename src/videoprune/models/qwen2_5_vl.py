@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .family import TINY_HIDDEN, TINY_PATCH, Family
-from .qwen2_vl import QWEN_IDS, Qwen2VLAdapter, qwen_tiny_config
+from .family import TINY_HIDDEN, Family
+from .qwen2_vl import QWEN_IDS, Qwen2VLAdapter, qwen_tiny
 from .qwen2_vl import SPEC as QWEN2_SPEC
 
 __all__ = ["FAMILY", "Qwen2_5_VLAdapter"]
@@ -23,12 +23,15 @@ class Qwen2_5_VLAdapter(Qwen2VLAdapter):
 SPEC = replace(QWEN2_SPEC, name="qwen2_5_vl", model_types=("qwen2_5_vl",), second_per_grid_ts=True)
 
 
-def tiny_config(patch_size: int = TINY_PATCH, vision: dict | None = None, **kw):
-    """Tiny Qwen2.5-VL: two 32-wide vision blocks (block 0 windowed over 2x2 merge units, block 1 full)."""
-    v = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=TINY_HIDDEN,
-             patch_size=patch_size, spatial_merge_size=2, temporal_patch_size=2, window_size=4 * patch_size,
-             fullatt_block_indexes=[1])
-    return qwen_tiny_config("Qwen2_5_VLConfig", dict(v, **(vision or {})), **kw)
+def tiny_tower(patch_size: int) -> dict:
+    """The tiny Qwen2.5-VL tower: two 32-wide blocks (block 0 windowed over 2x2 merge units, block 1 full)."""
+    return dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=TINY_HIDDEN,
+                patch_size=patch_size, spatial_merge_size=2, temporal_patch_size=2, window_size=4 * patch_size,
+                fullatt_block_indexes=[1])
+
+
+#: Tiny Qwen2.5-VL: :func:`tiny_tower` (``vision`` overrides), the tiny M-RoPE LLM.
+tiny_config = qwen_tiny("Qwen2_5_VLConfig", tiny_tower)
 
 
 def _text(hidden: int, inter: int, layers: int, heads: int, vocab: int, tie: bool) -> dict:
@@ -46,12 +49,8 @@ def _vision(out_hidden: int) -> dict:
                 fullatt_block_indexes=[7, 15, 23, 31], hidden_act="silu", in_channels=3)
 
 
-FAMILY = Family(
-    name="qwen2_5_vl",
-    model_types=Qwen2_5_VLAdapter.model_types,
-    classes=("Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration"),
-    tiny_config=tiny_config,
-    adapter=Qwen2_5_VLAdapter,
+FAMILY = Family.of(
+    "Qwen2_5_VL", tiny_config, Qwen2_5_VLAdapter,
     stts="videoprune.models.stts_qwen2_5_vl:Qwen2_5_VLSTTS",
     spec=SPEC,
     vision_tower="Qwen2_5_VisionTransformerPretrainedModel",

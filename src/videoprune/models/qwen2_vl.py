@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -10,9 +11,9 @@ from ..config import EVSConfig
 from ..core.evs import normalize_grids, pixel_dissimilarity, select_by_rate, select_by_threshold
 from ..video.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, FamilySpec
 from .base import ModelAdapter, PreEncodedVideos, VideoLayout
-from .family import TINY_HIDDEN, TINY_IDS, TINY_MROPE, TINY_PATCH, TINY_VOCAB, Family, tiny_text
+from .family import TINY_HIDDEN, TINY_IDS, TINY_MROPE, TINY_PATCH, TINY_VOCAB, Family, overlay, tiny_text
 
-__all__ = ["FAMILY", "QWEN_IDS", "Qwen2VLAdapter", "qwen_tiny_config"]
+__all__ = ["FAMILY", "QWEN_IDS", "Qwen2VLAdapter", "qwen_spec", "qwen_tiny", "qwen_tiny_config"]
 
 
 class Qwen2VLAdapter(ModelAdapter):
@@ -100,19 +101,19 @@ class Qwen2VLAdapter(ModelAdapter):
 QWEN_IDS = dict(vision_start_token_id=151652, vision_end_token_id=151653, image_token_id=151655,
                 video_token_id=151656)
 
-SPEC = FamilySpec(
-    name="qwen2_vl",
-    model_types=("qwen2_vl",),
-    layout="patches",
-    resize="qwen2",
-    mean=OPENAI_CLIP_MEAN,
-    std=OPENAI_CLIP_STD,
-    patch_size=14,
-    merge_size=2,
-    temporal_patch_size=2,
-    min_pixels=128 * 28 * 28,  # Qwen2VLVideoProcessor.size["shortest_edge"]
-    max_pixels=768 * 28 * 28,  # Qwen2VLVideoProcessor.size["longest_edge"]
-)
+
+def qwen_spec(name: str, patch_size: int, **fields: Any) -> FamilySpec:
+    """The :class:`FamilySpec` of a Qwen family: flat patch rows, 2x2 merge, temporal patch 2.
+
+    The pixel budget is 128 to 768 merge units of ``(2 * patch_size)**2`` pixels (the Qwen video
+    processors' ``size``); ``fields``: the rest (``resize``, ``mean``, ``std``, prompt details).
+    """
+    unit = (2 * patch_size) ** 2
+    return FamilySpec(name=name, model_types=(name,), layout="patches", patch_size=patch_size, merge_size=2,
+                      temporal_patch_size=2, min_pixels=128 * unit, max_pixels=768 * unit, **fields)
+
+
+SPEC = qwen_spec("qwen2_vl", 14, resize="qwen2", mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD)
 
 
 def qwen_tiny_config(config_class: str, vision: dict, text: dict | None = None, vocab_size: int = TINY_VOCAB,
@@ -129,19 +130,34 @@ def qwen_tiny_config(config_class: str, vision: dict, text: dict | None = None, 
                                      **dict(TINY_IDS if token_ids is None else token_ids), **top)
 
 
-def tiny_config(patch_size: int = TINY_PATCH, vision: dict | None = None, **kw):
-    """Tiny Qwen2-VL: one 32-wide vision block at ``patch_size`` (2x2 merge, temporal patch 2); ``vision`` overrides."""
-    v = dict(depth=1, embed_dim=32, hidden_size=TINY_HIDDEN, mlp_ratio=2, num_heads=2, patch_size=patch_size,
-             spatial_merge_size=2, temporal_patch_size=2)
-    return qwen_tiny_config("Qwen2VLConfig", dict(v, **(vision or {})), **kw)
+def qwen_tiny(config_class: str, tower: Callable[[int], dict], text_defaults: Mapping[str, Any] | None = None,
+              rope: Mapping[str, Any] = TINY_MROPE) -> Callable[..., Any]:
+    """A Qwen family's ``tiny_config(patch_size=TINY_PATCH, vision=None, text=None, **kw)``.
+
+    It builds :func:`qwen_tiny_config` with the tower ``tower(patch_size)`` (``vision``
+    overrides), the LLM fields ``text_defaults`` (``text`` on top) and ``rope`` unless the call
+    names another; ``kw`` as :func:`qwen_tiny_config` takes them.
+    """
+    def tiny_config(patch_size: int = TINY_PATCH, vision: dict | None = None, text: dict | None = None, **kw):
+        kw.setdefault("rope", rope)
+        return qwen_tiny_config(config_class, overlay(tower(patch_size), vision),
+                                text=overlay(text_defaults or {}, text), **kw)
+
+    return tiny_config
 
 
-FAMILY = Family(
-    name="qwen2_vl",
-    model_types=Qwen2VLAdapter.model_types,
-    classes=("Qwen2VLConfig", "Qwen2VLForConditionalGeneration"),
-    tiny_config=tiny_config,
-    adapter=Qwen2VLAdapter,
+def tiny_tower(patch_size: int) -> dict:
+    """The tiny Qwen2-VL tower: one 32-wide vision block at ``patch_size`` (2x2 merge, temporal patch 2)."""
+    return dict(depth=1, embed_dim=32, hidden_size=TINY_HIDDEN, mlp_ratio=2, num_heads=2, patch_size=patch_size,
+                spatial_merge_size=2, temporal_patch_size=2)
+
+
+#: Tiny Qwen2-VL: :func:`tiny_tower` (``vision`` overrides), the tiny M-RoPE LLM.
+tiny_config = qwen_tiny("Qwen2VLConfig", tiny_tower)
+
+
+FAMILY = Family.of(
+    "Qwen2VL", tiny_config, Qwen2VLAdapter,
     spec=SPEC,
     vision_tower="Qwen2VisionTransformerPretrainedModel",
     train_tiny={},

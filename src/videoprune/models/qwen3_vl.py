@@ -9,10 +9,10 @@ import torch
 
 from ..config import EVSConfig
 from ..core.plan import KeepPlan
-from ..video.preprocess import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, FamilySpec
+from ..video.preprocess import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD
 from .base import PreEncodedVideos
 from .family import TINY_HIDDEN, TINY_MROPE, TINY_PATCH, Family
-from .qwen2_vl import QWEN_IDS, Qwen2VLAdapter, qwen_tiny_config
+from .qwen2_vl import QWEN_IDS, Qwen2VLAdapter, qwen_spec, qwen_tiny
 
 __all__ = ["FAMILY", "Qwen3VLAdapter", "qwen3_tiny_vision"]
 
@@ -81,21 +81,9 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
 # --------------------------------------------------------------------------------------------
 # the family record
 # --------------------------------------------------------------------------------------------
-SPEC = FamilySpec(
-    name="qwen3_vl",
-    model_types=("qwen3_vl",),
-    layout="patches",
-    resize="qwen3",
-    mean=IMAGENET_STANDARD_MEAN,
-    std=IMAGENET_STANDARD_STD,
-    patch_size=16,
-    merge_size=2,
-    temporal_patch_size=2,
-    min_pixels=128 * 32 * 32,  # Qwen3VLVideoProcessor.size, over all frames
-    max_pixels=768 * 32 * 32,
-    frame_timestamps_in_prompt=True,
-    default_system=None,
-)
+# the pixel budget of Qwen3VLVideoProcessor.size is over all frames (resize="qwen3")
+SPEC = qwen_spec("qwen3_vl", 16, resize="qwen3", mean=IMAGENET_STANDARD_MEAN, std=IMAGENET_STANDARD_STD,
+                 frame_timestamps_in_prompt=True, default_system=None)
 
 #: Tiny Qwen3-VL rope: interleaved M-RoPE, as the published models use it.
 TINY_MROPE_INTERLEAVED = {"rope_type": "default", "mrope_section": TINY_MROPE["mrope_section"],
@@ -109,10 +97,8 @@ def qwen3_tiny_vision(patch_size: int = TINY_PATCH) -> dict:
                 deepstack_visual_indexes=[0])
 
 
-def tiny_config(patch_size: int = TINY_PATCH, vision: dict | None = None, **kw):
-    """Tiny Qwen3-VL: :func:`qwen3_tiny_vision` tower (``vision`` overrides), interleaved M-RoPE LLM."""
-    kw.setdefault("rope", TINY_MROPE_INTERLEAVED)
-    return qwen_tiny_config("Qwen3VLConfig", dict(qwen3_tiny_vision(patch_size), **(vision or {})), **kw)
+#: Tiny Qwen3-VL: :func:`qwen3_tiny_vision` tower (``vision`` overrides), interleaved M-RoPE LLM.
+tiny_config = qwen_tiny("Qwen3VLConfig", qwen3_tiny_vision, rope=TINY_MROPE_INTERLEAVED)
 
 
 def _full(hidden: int, llm_inter: int, depth: int, width: int, inter: int, deepstack: list[int], tie: bool) -> dict:
@@ -131,12 +117,8 @@ def _full(hidden: int, llm_inter: int, depth: int, width: int, inter: int, deeps
     )
 
 
-FAMILY = Family(
-    name="qwen3_vl",
-    model_types=Qwen3VLAdapter.model_types,
-    classes=("Qwen3VLConfig", "Qwen3VLForConditionalGeneration"),
-    tiny_config=tiny_config,
-    adapter=Qwen3VLAdapter,
+FAMILY = Family.of(
+    "Qwen3VL", tiny_config, Qwen3VLAdapter,
     spec=SPEC,
     vision_tower="Qwen3VLVisionModel",
     full_size={

@@ -8,9 +8,9 @@ layers, which videoprune never changes: pruning shortens the sequence they route
 
 from __future__ import annotations
 
-from .family import TINY_PATCH, Family
+from .family import Family
 from .qwen3_vl import SPEC, TINY_MROPE_INTERLEAVED, Qwen3VLAdapter, qwen3_tiny_vision
-from .qwen2_vl import qwen_tiny_config
+from .qwen2_vl import qwen_tiny
 
 __all__ = ["FAMILY", "Qwen3VLMoeAdapter"]
 
@@ -26,19 +26,12 @@ class Qwen3VLMoeAdapter(Qwen3VLAdapter):
 TINY_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1)
 
 
-def tiny_config(patch_size: int = TINY_PATCH, vision: dict | None = None, text: dict | None = None, **kw):
-    """Tiny Qwen3-VL-MoE: the tiny Qwen3-VL tower and LLM, with :data:`TINY_MOE` experts in every LLM layer."""
-    kw.setdefault("rope", TINY_MROPE_INTERLEAVED)
-    return qwen_tiny_config("Qwen3VLMoeConfig", dict(qwen3_tiny_vision(patch_size), **(vision or {})),
-                            text=dict(TINY_MOE, **(text or {})), **kw)
+#: Tiny Qwen3-VL-MoE: the tiny Qwen3-VL tower and LLM, with :data:`TINY_MOE` experts in every LLM layer.
+tiny_config = qwen_tiny("Qwen3VLMoeConfig", qwen3_tiny_vision, text_defaults=TINY_MOE, rope=TINY_MROPE_INTERLEAVED)
 
 
-FAMILY = Family(
-    name="qwen3_vl_moe",
-    model_types=Qwen3VLMoeAdapter.model_types,
-    classes=("Qwen3VLMoeConfig", "Qwen3VLMoeForConditionalGeneration"),
-    tiny_config=tiny_config,
-    adapter=Qwen3VLMoeAdapter,
+FAMILY = Family.of(
+    "Qwen3VLMoe", tiny_config, Qwen3VLMoeAdapter,
     spec=SPEC,  # Qwen3-VL's processor: same frames, budget and prompt
     vision_tower="Qwen3VLMoeVisionModel",
 )
