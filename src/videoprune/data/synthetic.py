@@ -35,8 +35,10 @@ Pure numpy; PyAV (``videoprune[video]``) is imported only to write clips.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import numpy as np
 
@@ -406,20 +408,34 @@ def write_clip(frames: np.ndarray, path: str | Path, fps: float) -> None:
             container.mux(packet)
 
 
-def write_dataset(
-    out_dir: str | Path,
-    split: str = "train",
-    num: int = 100,
-    seed: int = 0,
-    *,
-    num_frames: int = 16,
-    size: int = 112,
-    fps: float = 8.0,
-    qtypes: list[str] | tuple[str, ...] | None = None,
-    progress: bool = True,
-) -> Path:
+class ClipFormat(TypedDict, total=False):
+    """The clip format :func:`write_dataset` hands on to :func:`make_scene`, which holds the defaults."""
+
+    num_frames: int
+    fps: float
+
+
+def _checked_qtypes(split: str, qtypes: Sequence[str] | None) -> list[str] | None:
+    """``qtypes`` as a list (None stays None); ValueError for an empty list, an unknown type, or a
+    training-only type asked for a split other than ``train``."""
+    if qtypes is None:
+        return None
+    qtypes = list(qtypes)
+    bad = [q for q in qtypes if q not in _ALL_TYPES]
+    if not qtypes or bad:
+        raise ValueError(f"qtypes must be a non-empty subset of {_ALL_TYPES}, got {qtypes!r}")
+    if split != "train" and any(q in TRAIN_ONLY_TYPES for q in qtypes):
+        raise ValueError(f"{TRAIN_ONLY_TYPES} are for training only; split {split!r} asked for them")
+    return qtypes
+
+
+def write_dataset(out_dir: str | Path, split: str = "train", num: int = 100, seed: int = 0, *,
+                  size: int | None = None, qtypes: Sequence[str] | None = None, progress: bool = True,
+                  **clip: Unpack[ClipFormat]) -> Path:
     """Write ``num`` clips to ``out_dir/videos/`` and their questions to ``out_dir/<split>.jsonl``.
 
+    ``size``: the side of the square frames (default :func:`make_scene`'s 112); ``clip``:
+    ``num_frames`` and ``fps`` as :func:`make_scene` takes them (default 16 frames at 8 fps).
     ``qtypes`` restricts the question types (clip ``i`` gets ``qtypes[i % len(qtypes)]``; the
     training-only ``direction_single`` may be named here); by default each scene draws one of
     :data:`QUESTION_TYPES` uniformly.
@@ -428,15 +444,13 @@ def write_dataset(
     ``type``, ``timestamps`` (seconds of each frame) and ``scene`` (the full description).
     Returns the JSONL path.
     """
+    unknown = sorted(set(clip) - set(ClipFormat.__annotations__))
+    if unknown:
+        raise TypeError(f"write_dataset() got unexpected keyword arguments {unknown}")
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")
-    if qtypes is not None:
-        qtypes = list(qtypes)
-        bad = [q for q in qtypes if q not in _ALL_TYPES]
-        if not qtypes or bad:
-            raise ValueError(f"qtypes must be a non-empty subset of {_ALL_TYPES}, got {qtypes!r}")
-        if split != "train" and any(q in TRAIN_ONLY_TYPES for q in qtypes):
-            raise ValueError(f"{TRAIN_ONLY_TYPES} are for training only; split {split!r} asked for them")
+    qtypes = _checked_qtypes(split, qtypes)
+    scene_kw = dict(clip) if size is None else dict(clip, width=size, height=size)
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     jsonl = out / f"{split}.jsonl"
@@ -448,15 +462,15 @@ def write_dataset(
     with jsonl.open("w") as fh:
         for i in indices:
             qtype = qtypes[i % len(qtypes)] if qtypes else None
-            scene = make_scene(split, seed, i, num_frames=num_frames, width=size, height=size, fps=fps, qtype=qtype)
+            scene = make_scene(split, seed, i, qtype=qtype, **scene_kw)
             rel = Path("videos") / f"{split}_s{seed}_{i:05d}.mp4"
-            write_clip(render_scene(scene), out / rel, fps)
+            write_clip(render_scene(scene), out / rel, scene.fps)
             record = {
                 "video": str(rel),
                 "question": scene.question,
                 "answer": scene.answer,
                 "type": scene.qtype,
-                "timestamps": [round(t / fps, 6) for t in range(num_frames)],
+                "timestamps": [round(t / scene.fps, 6) for t in range(scene.num_frames)],
                 "scene": scene.to_json(),
             }
             fh.write(json.dumps(record) + "\n")
