@@ -38,10 +38,26 @@ def test_threshold_refusal_says_why():
         parse_block({"method": "evs-pre", "threshold": 0.1}, "qwen2_5_vl")
 
 
-@pytest.mark.parametrize("model_type", ["qwen2_vl", "qwen3_vl", "llava_onevision", "llama"])
+@pytest.mark.parametrize("model_type", ["qwen3_vl", "llava_onevision", "llama"])
 def test_uncovered_family_fails(model_type):
     with pytest.raises(ValueError, match=f"videoprune.method: model_type '{model_type}' is not covered"):
         parse_block({"method": "evs", "rate": 0.5}, model_type)
+
+
+@pytest.mark.parametrize("method", ["evs", "evs-pre"])
+def test_qwen2_vl_serves_evs_and_evs_pre(method):
+    got = parse_block({"method": method, "rate": 0.5}, "qwen2_vl")
+    assert (got.method, got.rate) == (method, 0.5)
+
+
+def test_qwen2_vl_refuses_stts_naming_the_family():
+    """STTS has no Qwen2-VL integration (the HF side's families), so its block fails before the scorer is read."""
+    from videoprune.methods import get_method
+
+    assert "qwen2_vl" not in get_method("stts").families()
+    with pytest.raises(ValueError, match=r"^videoprune.method: 'stts' is not available for qwen2_vl in vLLM; "
+                                         r"it offers evs, evs-pre$"):
+        parse_block({"method": "stts", "rate": 0.5, "scorer_path": "/nonexistent.safetensors"}, "qwen2_vl")
 
 
 def test_blocks_map_to_the_methods_table_configs():

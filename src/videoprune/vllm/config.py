@@ -31,9 +31,11 @@ __all__ = ["BLOCK", "FAMILIES", "TESTED_VLLM", "PluginConfig", "check_vllm_versi
 BLOCK = "videoprune"
 #: vLLM releases the plug-in was tested on (major.minor); others are refused unless allowed
 TESTED_VLLM = ("0.32",)
-#: ``model_type -> methods`` the plug-in serves (Qwen3-VL: see videoprune.vllm's module docstring)
+#: ``model_type -> methods`` the plug-in serves (Qwen3-VL: see videoprune.vllm's module docstring); Qwen2-VL
+#: has no STTS integration on the HF side (``get_method("stts").families()``), so none here either
 FAMILIES: Mapping[str, tuple[str, ...]] = {
     "qwen2_5_vl": ("evs", "evs-pre", "stts"),
+    "qwen2_vl": ("evs", "evs-pre"),
 }
 _FIELDS = ("method", "rate", "scorer_path")
 _THRESHOLD_WHY = ("threshold mode is not available in vLLM: vLLM sizes a prompt's video placeholders from the "
