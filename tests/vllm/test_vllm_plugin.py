@@ -108,6 +108,7 @@ def _cases(f) -> list[dict]:
         {"name": "bad-version", "fake_vllm_version": "0.31.2", "hf_overrides": _block(method="evs", rate=RATE)},
         # Qwen2-VL
         {"name": "q2-noblock", "checkpoint": f["qwen2"]},
+        {"name": "q2-builtin", "checkpoint": f["qwen2"], "video_pruning_rate": RATE},
         {"name": "q2-evs", "checkpoint": f["qwen2"], "hf_overrides": _block(method="evs", rate=RATE)},
         {"name": "q2-evs-pre", "checkpoint": f["qwen2"], "hf_overrides": _block(method="evs-pre", rate=RATE)},
         {"name": "q2-stts", "checkpoint": f["qwen2"],
@@ -223,6 +224,18 @@ def test_b_evs_equals_vllm_builtin(engines):
     assert ours["prompt_token_ids"] == builtin["prompt_token_ids"]
     assert ours["output_token_ids"] == builtin["output_token_ids"]
     assert ours["output_logprobs"] == builtin["output_logprobs"]
+
+
+def test_b_vllm_builtin_evs_does_not_cover_qwen2_vl(engines):
+    """Why Qwen2-VL's evs is checked against the HF patch: vLLM 0.32 ignores video_pruning_rate on Qwen2-VL.
+
+    Without a block the plug-in's class is vLLM's own, so the rate changes nothing (no mask, all 64
+    placeholders, the plain output). When a vLLM release prunes Qwen2-VL, this fails: compare with it then.
+    """
+    plain, builtin = engines["cases"]["q2-plain"], engines["cases"]["q2-builtin"]
+    assert builtin["builtin_masks"] == [] and builtin["events"] == []
+    assert _video_run(builtin) == VIDEO_TOKEN_RUN
+    assert builtin["output_token_ids"] == plain["output_token_ids"]
 
 
 @pytest.mark.parametrize("family, method", [("", "evs-pre"), ("", "stts"), ("q2-", "evs"), ("q2-", "evs-pre")],
