@@ -44,7 +44,7 @@ def make_video(seed: int, frames: int, size: int):
 
 
 def _install_probes(llm, record: dict) -> None:
-    """Record the video input, and the rows entering each vision block and leaving the merger."""
+    """Record the video input, the rows entering each vision block, and the encoder CUDA graph modalities."""
     def probe(model):
         import torch
 
@@ -61,6 +61,8 @@ def _install_probes(llm, record: dict) -> None:
             return orig(video_input)
 
         model._process_video_input = process
+        # which modalities the model lets vLLM capture in encoder CUDA graphs (they skip the pruning hooks)
+        record["cudagraph_modalities"] = list(model.get_encoder_cudagraph_config().modalities)
         return True
 
     llm.apply_model(probe)

@@ -97,10 +97,20 @@ def test_stts_fingerprint_matches_the_hf_integration(tmp_path):
     path = str(tmp_path / "s.safetensors")
     handle.save_scorer(path)
     vc = model.config.vision_config
-    assert handle.fingerprint_fields == stts_fingerprint_fields(vc, 1, 2)
+    assert handle.fingerprint_fields == stts_fingerprint_fields(vc, 1, 2, model.config.model_type)
     handle.remove()
     got = parse_block({"method": "stts", "rate": 0.25, "scorer_path": path}, "qwen2_5_vl", vc)
     assert (got.config.ratio, got.config.prune_at, got.config.mlp_hidden, got.config.attn_dim) == (0.25, 1, 16, 8)
     wider = type(vc)(**{**vc.to_dict(), "hidden_size": 64})
     with pytest.raises(ValueError, match=r"videoprune.scorer_path: .* does not match this checkpoint \(.*hidden_size"):
         parse_block({"method": "stts", "rate": 0.25, "scorer_path": path}, "qwen2_5_vl", wider)
+
+
+def test_every_served_architecture_is_registered_and_maps_to_its_model_type():
+    """register() replaces exactly the served classes; FAMILIES takes their model_types from the family records."""
+    from videoprune.vllm import ARCHITECTURES
+    from videoprune.vllm.config import FAMILIES, SERVED
+    from videoprune.vllm.tiny_checkpoint import ARCHITECTURES as TINY
+
+    assert set(ARCHITECTURES) == set(SERVED) == set(TINY)
+    assert dict(FAMILIES) == {"qwen2_5_vl": ("evs", "evs-pre", "stts"), "qwen2_vl": ("evs", "evs-pre")}

@@ -61,7 +61,7 @@ def files(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("vllm")
     ckpt = build_tiny_checkpoint(root / "tiny")
-    qwen2 = build_tiny_checkpoint(root / "tiny_qwen2_vl", family="qwen2_vl")
+    qwen2 = build_tiny_checkpoint(root / "tiny_qwen2_vl", architecture="Qwen2VLForConditionalGeneration")
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(ckpt, dtype=torch.float32)
     torch.manual_seed(1)
     cfg = STTSConfig(ratio=RATE, prune_at=0, mlp_hidden=16, attn_dim=8)
@@ -279,6 +279,15 @@ def test_c_qwen2_vl_vision_tower_sees_kept_units_only(engines):
     assert cases["q2-plain"]["blocks_in"] == cases["q2-evs"]["blocks_in"] == [[full], [full]]
     assert cases["q2-evs-pre"]["blocks_in"] == [[kept], [kept]]
     assert cases["q2-evs-pre"]["events"][0]["encoder_rows"] == kept
+
+
+def test_pruned_models_keep_the_encoder_out_of_cuda_graphs(engines):
+    """A graph-captured encoder would skip the position channels: with a block no modality is captured, as vLLM's EVS."""
+    cases = engines["cases"]
+    assert cases["q2-noblock"]["cudagraph_modalities"] == cases["q2-plain"]["cudagraph_modalities"] == ["image", "video"]
+    assert cases["noblock"]["cudagraph_modalities"] == ["image", "video"]
+    for name in ("builtin", "evs", "evs-pre", "stts", "q2-evs", "q2-evs-pre"):
+        assert cases[name]["cudagraph_modalities"] == [], name
 
 
 @pytest.mark.parametrize("name, field", [

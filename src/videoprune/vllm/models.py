@@ -116,8 +116,7 @@ class PruningMixin:
         self.supports_multimodal_pruning = True
         if self.videoprune.method == "stts":
             # kept out of the module tree: vLLM's loader would look for its weights in the checkpoint
-            self.__dict__["videoprune_scorer"] = _load_scorer(self.videoprune.config, self.visual,
-                                                              self.config.vision_config)
+            self.__dict__["videoprune_scorer"] = _load_scorer(self.videoprune.config, self.visual, self.config)
 
     # ---- encoder -------------------------------------------------------------------------------------
     def _process_video_input(self, video_input):
@@ -223,7 +222,7 @@ def _check_engine(model, vllm_config) -> None:
         raise ValueError(f"{BLOCK}.method: {model.videoprune.method!r} does not support mm_encoder_tp_mode='data' yet")
 
 
-def _load_scorer(cfg, visual, vision_config) -> torch.nn.Module:
+def _load_scorer(cfg, visual, hf_config) -> torch.nn.Module:
     """The STTS scorer of ``cfg.scorer_path``, fingerprint checked against the checkpoint, float32 on the tower's device."""
     from ..stts.scorer import STTSScorer
     from ..stts.weights import load_scorer_state
@@ -232,6 +231,7 @@ def _load_scorer(cfg, visual, vision_config) -> torch.nn.Module:
     pool = int(visual.spatial_merge_size)
     scorer = STTSScorer(int(visual.hidden_size), pool, cfg.mlp_hidden, cfg.attn_dim)
     arch = {"width": scorer.width, "pool": scorer.pool, "mlp_hidden": cfg.mlp_hidden, "attn_dim": cfg.attn_dim}
-    state = load_scorer_state(cfg.scorer_path, stts_fingerprint_fields(vision_config, cfg.prune_at, pool), arch)
+    fields = stts_fingerprint_fields(hf_config.vision_config, cfg.prune_at, pool, hf_config.model_type)
+    state = load_scorer_state(cfg.scorer_path, fields, arch)
     scorer.load_state_dict(state)
     return scorer.float().to(visual.device).eval()

@@ -8,7 +8,7 @@ directly, so building needs no torchvision).
 
 Run it where transformers >= 5.23 is installed (the ``hf`` extra)::
 
-    python -m videoprune.vllm.tiny_checkpoint OUT_DIR [--family qwen2_vl]
+    python -m videoprune.vllm.tiny_checkpoint OUT_DIR [--architecture Qwen2VLForConditionalGeneration]
 
 Sizes: text width 64 with 2 heads of 32 (vLLM's CPU attention needs a head size >= 32), two
 decoder layers; vision width 32 and Qwen's real patch geometry (14 px patches, 2x2 merge,
@@ -24,13 +24,20 @@ import argparse
 import json
 from pathlib import Path
 
-__all__ = ["FAMILIES", "SPECIAL_TOKENS", "build_tiny_checkpoint"]
+__all__ = ["ARCHITECTURES", "SPECIAL_TOKENS", "build_tiny_checkpoint"]
 
-#: ``family -> (transformers config class, model class, processor class)``
-FAMILIES = {
-    "qwen2_5_vl": ("Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor"),
-    "qwen2_vl": ("Qwen2VLConfig", "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor"),
+#: ``architecture (transformers and vLLM class) -> (config class, processor class, tiny vision tower)``; both
+#: towers end in the text width (64)
+ARCHITECTURES = {
+    "Qwen2_5_VLForConditionalGeneration": ("Qwen2_5_VLConfig", "Qwen2_5_VLProcessor", dict(
+        depth=3, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
+        spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[0, 2],
+        tokens_per_second=2)),
+    "Qwen2VLForConditionalGeneration": ("Qwen2VLConfig", "Qwen2VLProcessor", dict(
+        depth=2, embed_dim=32, hidden_size=64, mlp_ratio=2, num_heads=2, patch_size=14, spatial_merge_size=2,
+        temporal_patch_size=2)),
 }
+_DEFAULT = "Qwen2_5_VLForConditionalGeneration"
 
 #: Qwen2.5-VL's special tokens, one id each, after the byte-level BPE vocabulary
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -67,17 +74,7 @@ def _tokenizer():
     return tok
 
 
-def _vision(family: str) -> dict:
-    """The tiny vision tower's config for ``family``; both end in the text width (64)."""
-    if family == "qwen2_vl":
-        return dict(depth=2, embed_dim=32, hidden_size=64, mlp_ratio=2, num_heads=2, patch_size=14,
-                    spatial_merge_size=2, temporal_patch_size=2)
-    return dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
-                spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[0, 2],
-                tokens_per_second=2)
-
-
-def _model(tok, seed: int, family: str):
+def _model(tok, seed: int, architecture: str):
     import torch
     import transformers as tf
 
@@ -88,11 +85,11 @@ def _model(tok, seed: int, family: str):
                 num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None,
                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]})
-    config_class, model_class, _ = FAMILIES[family]
+    config_class, _, vision = ARCHITECTURES[architecture]
     torch.manual_seed(seed)
-    cfg = getattr(tf, config_class)(text_config=text, vision_config=_vision(family), **ids)
+    cfg = getattr(tf, config_class)(text_config=text, vision_config=dict(vision), **ids)
     cfg.eos_token_id = tok.eos_token_id
-    return getattr(tf, model_class)(cfg).float().eval()
+    return getattr(tf, architecture)(cfg).float().eval()
 
 
 def _processor_configs(out: Path, processor: str) -> None:
@@ -109,20 +106,20 @@ def _processor_configs(out: Path, processor: str) -> None:
          "do_sample_frames": False, "min_frames": 4, "max_frames": 64, "fps": 2.0}, indent=2))
 
 
-def build_tiny_checkpoint(out_dir: str | Path, seed: int = 0, family: str = "qwen2_5_vl") -> Path:
-    """Write the tiny checkpoint of ``family`` (a key of :data:`FAMILIES`) to ``out_dir``.
+def build_tiny_checkpoint(out_dir: str | Path, seed: int = 0, architecture: str = _DEFAULT) -> Path:
+    """Write the tiny checkpoint of ``architecture`` (a key of :data:`ARCHITECTURES`) to ``out_dir``.
 
     Config, safetensors weights, tokenizer, chat template and processor configs; the same
-    tokenizer (and so the same token ids) for every family.
+    tokenizer (and so the same token ids) for every architecture.
     """
-    if family not in FAMILIES:
-        raise ValueError(f"family: {family!r} is not one of {', '.join(FAMILIES)}")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture: {architecture!r} is not one of {', '.join(ARCHITECTURES)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = _tokenizer()
-    _model(tok, seed, family).save_pretrained(out, safe_serialization=True)
+    _model(tok, seed, architecture).save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
-    _processor_configs(out, FAMILIES[family][2])
+    _processor_configs(out, ARCHITECTURES[architecture][1])
     (out / "chat_template.jinja").write_text(_CHAT_TEMPLATE)
     return out
 
@@ -131,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write a tiny random Qwen2.5-VL or Qwen2-VL checkpoint (offline).")
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--family", choices=sorted(FAMILIES), default="qwen2_5_vl")
+    parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default=_DEFAULT)
     args = parser.parse_args(argv)
-    print(build_tiny_checkpoint(args.out_dir, args.seed, args.family))
+    print(build_tiny_checkpoint(args.out_dir, args.seed, args.architecture))
     return 0
 
 
