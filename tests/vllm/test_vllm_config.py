@@ -28,24 +28,28 @@ from videoprune.vllm.config import check_vllm_version, kept_tokens, parse_block,
     (["evs"], "videoprune:"),
 ])
 def test_bad_blocks_name_the_field_in_one_line(block, field):
+    """A bad block raises one line that starts with the field it names."""
     with pytest.raises(ValueError) as e:
         parse_block(block, "qwen2_5_vl")
     assert str(e.value).startswith(field) and "\n" not in str(e.value)
 
 
 def test_threshold_refusal_says_why():
+    """Threshold mode is refused with the reason: placeholders are sized before features exist."""
     with pytest.raises(ValueError, match="placeholders .* before any features exist"):
         parse_block({"method": "evs-pre", "threshold": 0.1}, "qwen2_5_vl")
 
 
 @pytest.mark.parametrize("model_type", ["qwen3_vl", "llava_onevision", "llama"])
 def test_uncovered_family_fails(model_type):
+    """A block on a family the plug-in does not cover fails, naming the model_type."""
     with pytest.raises(ValueError, match=f"videoprune.method: model_type '{model_type}' is not covered"):
         parse_block({"method": "evs", "rate": 0.5}, model_type)
 
 
 @pytest.mark.parametrize("method", ["evs", "evs-pre"])
 def test_qwen2_vl_serves_evs_and_evs_pre(method):
+    """Qwen2-VL takes evs and evs-pre blocks."""
     got = parse_block({"method": method, "rate": 0.5}, "qwen2_vl")
     assert (got.method, got.rate) == (method, 0.5)
 
@@ -61,6 +65,7 @@ def test_qwen2_vl_refuses_stts_naming_the_family():
 
 
 def test_blocks_map_to_the_methods_table_configs():
+    """A block maps to the config the shared methods table gives the HF patch for the same method and rate."""
     evs = parse_block({"method": "evs", "rate": 0.75}, "qwen2_5_vl")
     assert evs.config == EVSConfig(rate=0.75)
     pre = parse_block('{"method": "evs-pre", "rate": 0.5}', "qwen2_5_vl")  # JSON text, as a CLI may pass
@@ -68,6 +73,7 @@ def test_blocks_map_to_the_methods_table_configs():
 
 
 def test_placeholder_counts_follow_shapes_and_rate():
+    """The kept token count comes from the grid and the rate alone (frame 0 always fits)."""
     evs = parse_block({"method": "evs", "rate": 0.75}, "qwen2_5_vl")
     assert kept_tokens(evs, (8, 16, 16), 2) == retained_count(64, 8, 0.75) == 128
     assert kept_tokens(evs, (2, 16, 16), 2) == 64  # frame 0 always fits
@@ -76,6 +82,7 @@ def test_placeholder_counts_follow_shapes_and_rate():
 
 
 def test_vllm_version_range():
+    """vLLM 0.32.x is accepted; other versions fail naming the version unless untested ones are allowed."""
     check_vllm_version("0.32.0")
     check_vllm_version("0.32.3")
     for v in ("0.31.9", "0.33.0"):

@@ -203,11 +203,13 @@ def _video_token(case: dict) -> int:
 
 
 def test_entry_point_is_declared(engines):
+    """The package declares register() as its vllm.general_plugins entry point."""
     assert engines["entry_point"] == "videoprune.vllm:register"
 
 
 @pytest.mark.parametrize("family", ["", "q2-"], ids=["qwen2_5_vl", "qwen2_vl"])
 def test_a_no_block_is_plain_vllm(engines, family):
+    """(a) Without a block the plug-in's class gives plain vLLM's prompt, tokens, logprobs and encoder rows."""
     plain, ours = engines["cases"][family + "plain"], engines["cases"][family + "noblock"]
     assert _video_run(plain) == VIDEO_TOKEN_RUN
     assert ours["prompt_token_ids"] == plain["prompt_token_ids"]
@@ -217,6 +219,7 @@ def test_a_no_block_is_plain_vllm(engines, family):
 
 
 def test_b_evs_equals_vllm_builtin(engines):
+    """(b) Qwen2.5-VL: method evs keeps the tokens vLLM's video_pruning_rate keeps and generates the same."""
     builtin, ours = engines["cases"]["builtin"], engines["cases"]["evs"]
     assert len(builtin["builtin_masks"]) == 1 and ours["builtin_masks"] == []  # each ran its own selection
     assert [e["keep"] for e in ours["events"]] == builtin["builtin_masks"]
@@ -260,6 +263,7 @@ def test_c_equals_hf_patch(request, engines, family, method):
 
 
 def test_c_vision_tower_sees_kept_units_only(engines):
+    """(c) Qwen2.5-VL: under evs-pre every block, under stts the blocks after the biased one, see the kept rows only."""
     unit = 4  # 2 x 2 patch rows per merge unit
     full = VIDEO_TOKEN_RUN * unit
     kept = VIDEO_TOKEN_RUN // 2 * unit
@@ -296,6 +300,7 @@ def test_pruned_models_keep_the_encoder_out_of_cuda_graphs(engines):
     ("q2-stts", "videoprune.method: 'stts' is not available for qwen2_vl"),
 ])
 def test_bad_block_fails_at_engine_start(engines, name, field):
+    """Each bad block fails at engine start with one line naming its field."""
     case = engines["cases"][name]
     assert "start_error" in case, f"{name} started an engine: the block was ignored"
     assert field in case["start_error"], case["start_error"]
@@ -303,6 +308,7 @@ def test_bad_block_fails_at_engine_start(engines, name, field):
 
 
 def test_configured_block_is_never_ignored(engines):
+    """Every configured block prunes: one selection event and a shorter placeholder run."""
     for name in ("evs", "evs-pre", "stts", "q2-evs", "q2-evs-pre"):
         case = engines["cases"][name]
         assert len(case["events"]) == 1 and case["events"][0]["method"] == name.removeprefix("q2-")
