@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .validate import check_num_frames, check_rate, check_threshold
+from .methods import DEFAULT_RATE, get_method, method_choices
+from .validate import check_num_frames
 from .video.decode import MAX_FRAMES_LIMIT
 
 __all__ = ["AskConfig", "AskResult", "ask", "check_request_fits", "format_answer", "ASK_METHODS"]
 
-ASK_METHODS = ("evs", "evs-pixel", "evs-pre", "random", "stts", "none")
-DEFAULT_RATE = 0.75
+#: the methods ``ask`` offers (the methods table's, see :mod:`videoprune.methods`)
+ASK_METHODS = method_choices("ask")
 #: below this many video tokens a TTFT difference is per-call overhead, not pruning
 OVERHEAD_TOKENS = 1024
 
@@ -48,16 +49,8 @@ class AskConfig:
                                                           "interleaved, after one discarded run of each"})
 
     def __post_init__(self):
-        if self.method not in ASK_METHODS:
-            raise ValueError(f"method must be one of {ASK_METHODS}, got {self.method!r}")
-        if self.rate is not None and self.threshold is not None:
-            raise ValueError("give --rate or --threshold, not both")
-        if self.threshold is not None and self.method not in ("evs", "evs-pixel", "evs-pre"):
-            raise ValueError(f"--threshold applies to the EVS methods, not {self.method!r}")
-        if self.rate is not None:
-            self.rate = check_rate(self.rate)
-        if self.threshold is not None:
-            self.threshold = check_threshold(self.threshold)
+        # no default rate here: without one, ask takes the rate an export records (see _rate)
+        self.rate, self.threshold = get_method(self.method, "ask").check_budget(self.rate, self.threshold, default=None)
         if self.num_frames is not None:
             check_num_frames(self.num_frames, upper=MAX_FRAMES_LIMIT)
         if self.max_new_tokens < 1 or self.timing_runs < 1:
@@ -116,20 +109,8 @@ def _rate(cfg: AskConfig, model) -> tuple[float | None, str]:
 
 
 def _prune_config(cfg: AskConfig, bundle, rate: float | None):
-    from . import EVSConfig
-
-    if cfg.method == "none":
-        return None
-    if cfg.method == "stts":
-        return bundle.stts_config(rate, cfg.scorer)
-    kw = {"rate": rate} if cfg.threshold is None else {"threshold": cfg.threshold}
-    if cfg.method == "evs-pixel":
-        kw["criterion"] = "pixel"
-    elif cfg.method == "evs-pre":
-        kw.update(criterion="pixel", stage="pre_encoder")
-    elif cfg.method == "random":
-        kw["criterion"] = "random"
-    return EVSConfig(**kw)
+    """The patch config of ``cfg.method`` at ``rate`` (None in threshold mode), from the methods table; None: no patch."""
+    return get_method(cfg.method, "ask").bundle_config(bundle, rate, threshold=cfg.threshold, scorer=cfg.scorer)
 
 
 def _check_context(bundle, tokens: int, max_new_tokens: int, what: str, hint: str = "") -> None:

@@ -8,12 +8,12 @@ accepted at every level (``videoprune --debug bench speed`` = ``videoprune bench
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-import types
 import typing
 from collections.abc import Callable, Sequence
+
+from ._config_args import add_config_args, config_from_args, states_default
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS", "add_config_args", "config_from_args"]
 
@@ -30,15 +30,10 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if (not action.option_strings or _states_default(text) or action.default in (None, False)
+        if (not action.option_strings or states_default(text) or action.default in (None, False)
                 or action.default is argparse.SUPPRESS):
             return text
         return f"{text} (default: %(default)s)"
-
-
-def _states_default(help_text: str) -> bool:
-    """The help already says its default ("... (default 0.75)", "default: the model's")."""
-    return "(default" in help_text or "default:" in help_text
 
 
 class Parser(argparse.ArgumentParser):
@@ -99,56 +94,6 @@ def add_commands(parser: argparse.ArgumentParser, table: dict, dest: str, argv: 
             else:
                 add_flags(p)
         _add_common_flags(p, top=False)
-
-
-# --------------------------------------------------------------------------------------------
-# dataclass -> argparse
-# --------------------------------------------------------------------------------------------
-def _base_type(cls, f: dataclasses.Field):
-    hint = typing.get_type_hints(cls)[f.name]
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        hint = args[0]
-    return hint
-
-
-def _help_with_default(f: dataclasses.Field, kind) -> str:
-    text = f.metadata.get("help") or ""
-    if kind is bool or _states_default(text) or f.default is dataclasses.MISSING:
-        return text
-    shown = "none" if f.default is None else f.default
-    return f"{text} (default: {shown})".strip()
-
-
-def add_config_args(parser: argparse.ArgumentParser, cls, prefix: str = "") -> None:
-    """Add one flag per field of dataclass ``cls`` (help from ``field.metadata["help"]``).
-
-    The flag is ``metadata["flag"]`` or ``--<prefix><name with dashes>``; bools become switches;
-    ``metadata["choices"]`` are listed in the usage; the parsed value lands in
-    ``args.<prefix><name>``; unset flags parse to None so the dataclass keeps its default, which
-    the help text states. A ``str`` field whose default is ``""`` is a required flag (argparse
-    then names every missing one in one error).
-    """
-    for f in dataclasses.fields(cls):
-        flag = f.metadata.get("flag", "--" + (prefix + f.name).replace("_", "-"))
-        kind = _base_type(cls, f)
-        kwargs = {"dest": prefix + f.name, "default": None, "help": _help_with_default(f, kind)}
-        if kind is bool:
-            parser.add_argument(flag, action="store_true", **kwargs)
-            continue
-        if kind is str and f.default == "":
-            kwargs["required"] = True
-        if "choices" in f.metadata:
-            kwargs["choices"] = f.metadata["choices"]
-        else:
-            kwargs["metavar"] = f.name.upper()
-        parser.add_argument(flag, type=kind, **kwargs)
-
-
-def config_from_args(cls, args: argparse.Namespace, prefix: str = ""):
-    """Build ``cls`` from the flags :func:`add_config_args` added; unset flags keep the defaults."""
-    given = {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in given.items() if v is not None and v is not False})
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .validate import check_fraction, check_rate, check_threshold
+from .validate import DEFAULT_RATE, check_budget, check_fraction
 
 __all__ = ["EVSConfig"]
 
@@ -24,7 +24,7 @@ class EVSConfig:
     rate: float | None = field(
         default=None,
         metadata={"help": "pruning rate q in [0, 1): each video keeps max(H'W', int(N (1 - q))) tokens. "
-                          "Default 0.75 when threshold is not given."},
+                          f"Default {DEFAULT_RATE} when threshold is not given."},
     )
     threshold: float | None = field(
         default=None,
@@ -59,17 +59,11 @@ class EVSConfig:
     )
 
     def __post_init__(self):
-        if self.rate is not None and self.threshold is not None:
-            raise ValueError(f"rate and threshold are exclusive; got rate={self.rate}, threshold={self.threshold}")
-        if self.rate is None and self.threshold is None:
-            self.rate = 0.75
+        self.rate, self.threshold = check_budget(self.rate, self.threshold)
         if self.rate is not None:
-            self.rate = check_rate(self.rate)
             if (self.min_keep_fraction, self.max_keep_fraction) != (0.0, 1.0):
                 raise ValueError("min_keep_fraction / max_keep_fraction apply to threshold mode only; "
                                  "set threshold instead of rate, or leave them at 0.0 / 1.0")
-        if self.threshold is not None:
-            self.threshold = check_threshold(self.threshold)
         for name in ("min_keep_fraction", "max_keep_fraction"):
             setattr(self, name, check_fraction(getattr(self, name), name))
         if self.min_keep_fraction > self.max_keep_fraction:

@@ -22,15 +22,22 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .validate import check_rate, check_threshold
+from .validate import DEFAULT_RATE, check_budget, check_rate
 
-__all__ = ["DEFAULT_RATE", "METHODS", "Method", "get_method", "method_names", "uniform_frames"]
-
-#: the pruning rate used when none is given (methods.md §1.1: EVS's recommended operating point)
-DEFAULT_RATE = 0.75
+__all__ = ["DEFAULT_RATE", "METHODS", "Method", "get_method", "method_choices", "method_names", "uniform_frames"]
 
 #: where a method can be chosen; each command offers the methods whose ``where`` names it
 PLACES = ("ask", "speed", "accuracy", "eval", "train", "vllm")
+
+
+#: what each ``Method.needs`` asks of a family record (:class:`videoprune.models.family.Family`)
+_NEEDS = {
+    "": lambda f: f.adapter is not None or f.stts is not None,
+    "evs": lambda f: f.adapter is not None,
+    "pixel": lambda f: f.supports_pixel_criterion,
+    "pre_encoder": lambda f: f.supports_pre_encoder,
+    "stts": lambda f: f.stts is not None,
+}
 
 
 @dataclass(frozen=True)
@@ -44,9 +51,9 @@ class Method:
             (an :class:`~videoprune.stts.STTSConfig`), ``"frames"`` (no patch: fewer frames
             decoded) or ``"checkpoint"`` (another checkpoint, not a way of running this one).
         evs: the :class:`~videoprune.EVSConfig` fields this method sets beside rate/threshold.
-        needs: the adapter capability the family must declare: ``""`` (any family),
-            ``"pixel"`` (``supports_pixel_criterion``), ``"pre_encoder"``
-            (``supports_pre_encoder``) or ``"stts"`` (an STTS integration).
+        needs: what the family must have: ``""`` (nothing: any family), ``"evs"`` (an EVS
+            adapter), ``"pixel"`` (an adapter with ``supports_pixel_criterion``),
+            ``"pre_encoder"`` (``supports_pre_encoder``) or ``"stts"`` (an STTS integration).
         threshold: ``"no"`` (rate only), ``"optional"`` (rate or threshold) or ``"required"``.
         where: the commands and plug-ins that offer it (see :data:`PLACES`).
     """
@@ -60,6 +67,8 @@ class Method:
     where: tuple[str, ...] = PLACES
 
     def __post_init__(self):
+        if self.needs not in _NEEDS:
+            raise ValueError(f"needs must be one of {sorted(_NEEDS)}, got {self.needs!r}")
         object.__setattr__(self, "evs", MappingProxyType(dict(self.evs)))
 
     def supports(self, model_type: str) -> bool:
@@ -67,17 +76,10 @@ class Method:
         return model_type in self.families()
 
     def families(self) -> tuple[str, ...]:
-        """The ``model_type`` values this method runs on, from the families' declared capabilities."""
-        from .models import ADAPTERS
-        from .stts.hf import STTS_FAMILIES
+        """The ``model_type`` values this method runs on, in registry order, from the family records' capabilities."""
+        from .models.registry import model_types_where
 
-        if self.needs == "stts":
-            return tuple(sorted(STTS_FAMILIES))
-        if self.needs == "pixel":
-            return tuple(sorted(t for t, a in ADAPTERS.items() if a.supports_pixel_criterion))
-        if self.needs == "pre_encoder":
-            return tuple(sorted(t for t, a in ADAPTERS.items() if a.supports_pre_encoder))
-        return tuple(sorted(set(ADAPTERS) | set(STTS_FAMILIES)))
+        return model_types_where(_NEEDS[self.needs])
 
     def check_family(self, model_type: str) -> None:
         """ValueError naming the supported families when this method cannot run on ``model_type``."""
@@ -110,18 +112,41 @@ class Method:
             return STTSConfig(ratio=rate, **stts)
         return None
 
-    def check_budget(self, rate: float | None, threshold: float | None) -> tuple[float | None, float | None]:
-        """``(rate, threshold)`` validated for this method; rate defaults to :data:`DEFAULT_RATE`."""
-        if threshold is not None:
-            if self.threshold == "no":
-                raise ValueError(f"threshold applies to the EVS methods that take one "
-                                 f"({', '.join(method_names(threshold=True))}), not {self.name!r}")
-            if rate is not None:
-                raise ValueError(f"give a rate or a threshold, not both (rate={rate!r}, threshold={threshold!r})")
-            return None, check_threshold(threshold)
-        if self.threshold == "required":
+    def check_budget(self, rate: float | None, threshold: float | None, *,
+                     default: float | None = DEFAULT_RATE) -> tuple[float | None, float | None]:
+        """``(rate, threshold)`` validated for this method; rate ``default`` when neither is given.
+
+        The method's own rule (a threshold only where it takes one, and where it needs one) is
+        checked here; the budget itself by :func:`videoprune.validate.check_budget`. ``default=None``
+        leaves the rate None for a caller that picks it later.
+        """
+        if threshold is not None and self.threshold == "no":
+            raise ValueError(f"threshold applies to the EVS methods that take one "
+                             f"({', '.join(method_names(threshold=True))}), not {self.name!r}")
+        if threshold is None and self.threshold == "required":
             raise ValueError(f"method {self.name!r} needs a threshold")
-        return check_rate(DEFAULT_RATE if rate is None else rate), None
+        return check_budget(rate, threshold, default)
+
+    def bundle_config(self, bundle, rate: float | None = None, *, threshold: float | None = None, seed: int = 0,
+                      scorer: str = "default"):
+        """:meth:`config` for a loaded model (a :class:`~videoprune.bundle.ModelBundle`).
+
+        The one difference: ``stts`` takes the scorer ``scorer`` ('default' = the one shipped
+        beside the model) with the settings it was trained with, which the bundle reads.
+        """
+        if self.kind == "stts":
+            rate, _ = self.check_budget(rate, threshold)
+            return bundle.stts_config(rate, scorer)
+        return self.config(rate, threshold=threshold, seed=seed)
+
+    def apply(self, model, rate: float | None = None, *, threshold: float | None = None, seed: int = 0, **stts: Any):
+        """Switch this method on for ``model``: the :func:`videoprune.patch` handle, or None when nothing is patched."""
+        cfg = self.config(rate, threshold=threshold, seed=seed, **stts)
+        if cfg is None:
+            return None
+        from .patch import patch
+
+        return patch(model, cfg)
 
 
 def uniform_frames(num_frames: int | None, rate: float) -> int:
@@ -139,22 +164,22 @@ METHODS: Mapping[str, Method] = MappingProxyType({m.name: m for m in (
     Method("none", "unpatched model (the baseline; rate ignored)", "none",
            where=("ask", "speed", "accuracy", "eval")),
     Method("evs", "EVS on LLM-side embeddings, after the encoder (what serving engines ship)", "evs",
-           threshold="optional", where=PLACES),
+           needs="evs", threshold="optional", where=PLACES),
     Method("evs-pixel", "EVS with the pixel criterion, after the encoder", "evs",
            evs={"criterion": "pixel"}, needs="pixel", threshold="optional", where=("ask", "speed", *_ALL_EVAL)),
     Method("evs-pre", "EVS with the pixel criterion BEFORE the encoder, which encodes kept tokens only", "evs",
            evs={"criterion": "pixel", "stage": "pre_encoder"}, needs="pre_encoder", threshold="optional",
            where=_ENGINES),
     Method("evs-threshold", "EVS in threshold mode: keep tokens whose dissimilarity exceeds the threshold",
-           "evs", threshold="required", where=_ALL_EVAL),
+           "evs", needs="evs", threshold="required", where=_ALL_EVAL),
     Method("random", "random tokens at the same budget (a baseline; frame 0 still whole)", "evs",
-           evs={"criterion": "random"}, where=("ask", *_ALL_EVAL)),
+           evs={"criterion": "random"}, needs="evs", where=("ask", *_ALL_EVAL)),
     Method("uniform", "fewer frames, uniformly sampled, at the same token budget (a baseline)", "frames",
            where=_ALL_EVAL),
     Method("stts", "STTS: a learned scorer prunes INSIDE the vision encoder; the LLM gets kept tokens only",
            "stts", needs="stts", where=PLACES),
     Method("uptrained", "the EVS-uptrained checkpoint, pruned with EVS (another checkpoint)", "checkpoint",
-           where=("accuracy",)),
+           needs="evs", where=("accuracy",)),
 )})
 
 
@@ -164,6 +189,12 @@ def method_names(where: str | None = None, *, threshold: bool = False) -> tuple[
         raise ValueError(f"unknown place {where!r}; expected one of {PLACES}")
     return tuple(n for n, m in METHODS.items()
                  if (where is None or where in m.where) and (not threshold or m.threshold != "no"))
+
+
+def method_choices(where: str) -> tuple[str, ...]:
+    """The ``--method`` choices of ``where``: the methods that prune, in table order, then the baseline ``none``."""
+    names = method_names(where)
+    return tuple(n for n in names if METHODS[n].kind != "none") + tuple(n for n in names if METHODS[n].kind == "none")
 
 
 def get_method(name: str, where: str | None = None) -> Method:

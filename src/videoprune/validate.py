@@ -9,6 +9,7 @@ Ranges (methods.md §1.1-1.2):
   * ``threshold`` >= 0, finite: a dissimilarity is ``1 - cos`` in [0, 2] (embedding) or a mean
     absolute pixel difference >= 0 (pixel), so a negative threshold keeps every token; that is
     ``rate = 0``, and is refused rather than accepted as a threshold that selects nothing.
+  * ``rate`` and ``threshold`` are exclusive; with neither, the rate is :data:`DEFAULT_RATE`.
   * fractions in [0, 1]; frame counts int >= 1; pixel budgets ``0 <= min_pixels <= max_pixels``.
 """
 
@@ -19,6 +20,8 @@ import os
 import stat
 
 __all__ = [
+    "DEFAULT_RATE",
+    "check_budget",
     "check_fraction",
     "check_num_frames",
     "check_pixel_budget",
@@ -26,6 +29,11 @@ __all__ = [
     "check_regular_file",
     "check_threshold",
 ]
+
+
+#: the pruning rate used when neither a rate nor a threshold is given (methods.md §1.1: EVS's
+#: recommended operating point); the one place the number is written
+DEFAULT_RATE = 0.75
 
 
 def _is_number(value) -> bool:
@@ -45,6 +53,22 @@ def check_threshold(value, name: str = "threshold", error: type[ValueError] = Va
         raise error(f"{name} must be a finite float >= 0 (dissimilarities are >= 0; a negative threshold "
                     f"would keep every token, which is rate 0), got {value!r}")
     return float(value)
+
+
+def check_budget(rate, threshold, default: float | None = DEFAULT_RATE,
+                 error: type[ValueError] = ValueError) -> tuple[float | None, float | None]:
+    """``(rate, threshold)`` validated: at most one of them, never both; ``rate = default`` when neither is given.
+
+    ``default=None`` leaves both None (a caller that picks the rate later, e.g. from a model's
+    exported config). The pruning budget of EVS, of the methods table and of every command.
+    """
+    if rate is not None and threshold is not None:
+        raise error(f"rate and threshold are exclusive: give one, not both (rate={rate!r}, threshold={threshold!r})")
+    if threshold is not None:
+        return None, check_threshold(threshold, error=error)
+    if rate is None:
+        return default, None
+    return check_rate(rate, error=error), None
 
 
 def check_fraction(value, name: str, error: type[ValueError] = ValueError) -> float:

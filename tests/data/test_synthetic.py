@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 
 import numpy as np
@@ -20,6 +22,25 @@ from videoprune.data.synthetic import (
 )
 
 N_SCENES = 200
+#: sha256 of the scenes :func:`_pinned_scenes` generates, taken before make_scene was split into
+#: smaller functions; a change means the generated datasets (and every committed result) changed
+PINNED_SCENES_SHA256 = "e2857dcd231821f9e60697e8d0be7c1fa393bd7308d42925b47e24be6dc17304"
+
+
+def _pinned_scenes():
+    """120 sampled scenes (every split) plus every question type at three clip lengths and a non-square size."""
+    for split, index in itertools.product(("train", "val", "test"), range(40)):
+        yield make_scene(split, 5, index)
+    for qtype, frames in itertools.product(QUESTION_TYPES + TRAIN_ONLY_TYPES, (12, 16, 24)):
+        yield make_scene("train", 1, 3, num_frames=frames, width=128, height=112, qtype=qtype)
+
+
+def test_generated_scenes_are_bit_identical_to_the_pinned_hash():
+    """make_scene's output for fixed (split, seed, index, settings) never changes: its sha256 is pinned."""
+    h = hashlib.sha256()
+    for scene in _pinned_scenes():
+        h.update(json.dumps(scene.to_json(), sort_keys=True).encode())
+    assert h.hexdigest() == PINNED_SCENES_SHA256
 
 
 def test_same_split_seed_index_gives_the_same_clip():

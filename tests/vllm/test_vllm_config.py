@@ -114,7 +114,11 @@ def test_stts_fingerprint_matches_the_hf_integration(tmp_path):
 
 
 def test_every_served_architecture_is_registered_and_maps_to_its_model_type():
-    """register() replaces exactly the served classes; FAMILIES takes their model_types from the family records."""
+    """register() replaces exactly the served classes; FAMILIES gives each its model_type and HF-side methods.
+
+    A tripwire too: the plug-in's STTS drives Qwen2.5-VL's tower and scorer fingerprint only, so when the HF
+    side adds STTS for Qwen2-VL this fails, and the vLLM side needs its tower (and fingerprint) first.
+    """
     from videoprune.vllm import ARCHITECTURES
     from videoprune.vllm.config import FAMILIES, SERVED
     from videoprune.vllm.tiny_checkpoint import ARCHITECTURES as TINY

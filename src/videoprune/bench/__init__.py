@@ -9,7 +9,7 @@ __all__ = ["BENCHES"]
 
 
 def _speed_parser(p: argparse.ArgumentParser) -> None:
-    from ..cli import add_config_args
+    from .._config_args import add_config_args
     from .speed import SpeedConfig
 
     add_config_args(p, SpeedConfig)
@@ -19,7 +19,7 @@ def _speed_run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from ..cli import config_from_args
+    from .._config_args import config_from_args
     from .speed import SpeedConfig, format_table, noise_warnings, run_speed, summary, write_outputs
 
     cfg = config_from_args(SpeedConfig, args)
@@ -35,7 +35,7 @@ def _speed_run(args: argparse.Namespace) -> int:
 
 
 def _accuracy_parser(p: argparse.ArgumentParser) -> None:
-    from ..cli import add_config_args
+    from .._config_args import add_config_args
     from .accuracy import AccuracyConfig
 
     add_config_args(p, AccuracyConfig)
@@ -45,7 +45,7 @@ def _accuracy_run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from ..cli import config_from_args
+    from .._config_args import config_from_args
     from .accuracy import AccuracyConfig, format_table, run_accuracy, summary
 
     cfg = config_from_args(AccuracyConfig, args)

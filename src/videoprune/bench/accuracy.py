@@ -34,9 +34,12 @@ from pathlib import Path
 
 import torch
 
+from ..methods import get_method, method_names, uniform_frames
+
 __all__ = ["AccuracyConfig", "METHODS", "run_accuracy", "summary", "evaluate", "read_records", "method_config"]
 
-METHODS = ("none", "evs", "evs-pixel", "evs-pre", "evs-threshold", "random", "uniform", "stts", "uptrained")
+#: the methods this benchmark runs (the methods table's, see :mod:`videoprune.methods`)
+METHODS = method_names("accuracy")
 
 
 def _csv_floats(text) -> tuple[float, ...]:
@@ -198,35 +201,20 @@ def method_config(method: str, rate: float, bundle, *, seed: int = 0, scorer: st
                   threshold: float | None = None):
     """What ``method`` at drop ``rate`` means for ``bundle``: ``(patch cfg or None, frames to decode or None)``.
 
-    The one mapping from a method name to a pruning setup, shared by this benchmark and the
-    lmms-eval plug-in (:mod:`videoprune.integrations.lmms_eval`), so both run a method alike.
-    ``rate`` in [0, 1) is the fraction of video tokens dropped; ``uniform`` keeps ``1 - rate``
-    of the temporal slices (2 frames each, at least one slice) of ``bundle.num_frames``;
-    ``evs-threshold`` takes ``threshold`` instead of ``rate``; ``stts`` loads ``scorer``
-    ('default' = the one beside the model). ``none`` is ``(None, None)``; ``uptrained`` is a
-    different checkpoint, not a method of this one, so it is not handled here.
+    A thin reading of the methods table (:mod:`videoprune.methods`), shared by this benchmark
+    and the lmms-eval plug-in (:mod:`videoprune.integrations.pruned_qa`), so both run a method
+    alike. ``rate`` in [0, 1) is the fraction of video tokens dropped; ``uniform`` keeps
+    ``1 - rate`` of the temporal slices (2 frames each, at least one slice) of
+    ``bundle.num_frames``; a ``threshold`` replaces ``rate`` for the methods that take one
+    (``evs-threshold`` needs it); ``stts`` loads ``scorer`` ('default' = the one beside the
+    model). ``none`` is ``(None, None)``; ``uptrained`` is a different checkpoint, not a method
+    of this one, so it is refused here.
     """
-    from .. import EVSConfig
-
-    if method == "none":
-        return None, None
-    if method == "evs-threshold":
-        if threshold is None:
-            raise ValueError("method 'evs-threshold' needs a threshold")
-        return EVSConfig(threshold=threshold), None
-    if method == "uniform":
-        if not bundle.num_frames:
-            raise ValueError("method 'uniform' needs a fixed frame count (the model samples by fps)")
-        kept = round(1.0 - rate, 12)  # 1 - (1 - f) is not always f in floats, and round() would see it
-        return None, 2 * max(1, round(kept * (bundle.num_frames // 2)))
-    if method == "stts":
-        return bundle.stts_config(rate, scorer), None
-    criteria = {"evs": {}, "evs-pixel": {"criterion": "pixel"},
-                "evs-pre": {"criterion": "pixel", "stage": "pre_encoder"},
-                "random": {"criterion": "random", "seed": seed}}
-    if method not in criteria:
-        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-    return EVSConfig(rate=rate, **criteria[method]), None
+    m = get_method(method, "eval")
+    if m.kind == "frames":
+        return None, uniform_frames(bundle.num_frames, rate)
+    budget = None if threshold is not None else rate
+    return m.bundle_config(bundle, budget, threshold=threshold, seed=seed, scorer=scorer), None
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,6 +240,25 @@ def _dataset(folder: Path, split: str, num: int, seed: int, bundle) -> list[dict
     return read_records(jsonl)
 
 
+def _job(cfg: AccuracyConfig, m, f: float, model, bundle) -> tuple | None:
+    """One run of method ``m`` at kept fraction ``f``: ``(name, f, model, patch cfg, num_frames)``, or None to skip.
+
+    Every method is the unpruned model at fraction 1, so only ``none`` runs there (and only
+    there). ``patch cfg`` is ``"calibrate"`` for a method that needs a threshold (found on val
+    clips to keep ``f``); the model ``"uptrained"`` stands for that checkpoint, loaded when its
+    turn comes. ``stts`` / ``uptrained`` are skipped when their weights are set to 'none'.
+    """
+    if m.kind == "none" or f == 1.0:
+        return (m.name, f, model, None, None) if m.kind == "none" and f == 1.0 else None
+    if m.threshold == "required":
+        return m.name, f, model, "calibrate", None
+    if m.kind == "checkpoint":
+        return None if cfg.uptrained in (None, "none") else (m.name, f, "uptrained", get_method("evs").config(1.0 - f), None)
+    if m.kind == "stts" and cfg.stts_scorer in (None, "none"):
+        return None
+    return (m.name, f, model, *method_config(m.name, 1.0 - f, bundle, seed=cfg.seed, scorer=cfg.stts_scorer))
+
+
 def run_accuracy(cfg: AccuracyConfig, progress: bool = True) -> dict:
     """Run every method at every fraction; write JSON + PNG under the output folder; return the report.
 
@@ -263,7 +270,6 @@ def run_accuracy(cfg: AccuracyConfig, progress: bool = True) -> dict:
 
     from tqdm.auto import tqdm
 
-    from .. import EVSConfig
     from ..bundle import load_bundle
     from .outdir import fresh_dir
 
@@ -277,28 +283,8 @@ def run_accuracy(cfg: AccuracyConfig, progress: bool = True) -> dict:
     data = Path(cfg.data_dir) if cfg.data_dir else out / "data"
     test = _dataset(data / f"test-seed{cfg.seed}", "test", cfg.num, cfg.seed, bundle)
 
-    jobs = []  # (method, fraction, model, patch cfg, num_frames)
-    for method in cfg.method_list:
-        for f in cfg.fraction_list:
-            if method == "none":
-                if f == 1.0:
-                    jobs.append((method, f, model, None, None))
-                continue
-            if f == 1.0:
-                continue  # every method is the unpruned model at fraction 1
-            if method == "evs-threshold":
-                jobs.append((method, f, model, "calibrate", None))
-            elif method == "stts":
-                if cfg.stts_scorer in (None, "none"):
-                    continue
-                jobs.append((method, f, model, *method_config(method, 1.0 - f, bundle, scorer=cfg.stts_scorer)))
-            elif method == "uptrained":
-                if cfg.uptrained in (None, "none"):
-                    continue
-                jobs.append((method, f, "uptrained", EVSConfig(rate=1.0 - f), None))
-            else:
-                jobs.append((method, f, model, *method_config(method, 1.0 - f, bundle, seed=cfg.seed)))
-
+    jobs = [job for method in cfg.method_list for f in cfg.fraction_list
+            if (job := _job(cfg, get_method(method, "accuracy"), f, model, bundle)) is not None]
     calibrated = any(pcfg == "calibrate" for *_, pcfg, _ in jobs)
     total = len(jobs) * len(test) + (cfg.calibration_num if calibrated else 0)
     bar = tqdm(total=total, desc="accuracy", unit="clip", disable=not progress, file=sys.stderr)
@@ -315,13 +301,13 @@ def run_accuracy(cfg: AccuracyConfig, progress: bool = True) -> dict:
                 bar.set_description(f"accuracy: calibrating evs-threshold ({cfg.calibration_num} val clips)")
                 calibration = _dataset(data / f"val-seed{cfg.seed}", "val", cfg.calibration_num, cfg.seed, bundle)
                 ds = calibration_dissimilarities(model, bundle, calibration, progress=bar)
-            pcfg = EVSConfig(threshold=threshold_for_fraction(ds, f))
+            pcfg = get_method(method, "accuracy").config(threshold=threshold_for_fraction(ds, f))
         bar.set_description(f"accuracy: {method} {f:.0%}")
         acc, per_type, measured = evaluate(mdl, bundle, test, cfg=pcfg, num_frames=frames,
                                            batch_size=cfg.batch_size, progress=bar)
         entry = {"method": method, "kept_fraction": f, "kept_fraction_measured": round(measured, 4),
                  "accuracy": acc, "per_type": per_type, "n": len(test)}
-        if method == "evs-threshold":
+        if get_method(method).threshold == "required":
             entry["threshold"] = pcfg.threshold
         results.append(entry)
     bar.close()

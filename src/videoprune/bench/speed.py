@@ -1,7 +1,9 @@
 """`videoprune bench speed`: TTFT / throughput / memory of pruning methods over frames x rates, in one run.
 
 Per setting (pipeline, method, frames, rate) and repeat, one ``model.generate`` call on one video
-is timed piecewise with wrappers that only read the clock. A *pipeline* is how the unpruned work
+is timed piecewise: a patched model's handle times its own phases (``handle.timing``, see
+:class:`videoprune.llm.PruneHandle`), the unpatched baseline is timed with wrappers around its
+encoder and language model that only read the clock. A *pipeline* is how the unpruned work
 runs: ``default`` is transformers' as shipped (PIL preprocessing on the CPU, the model's own
 vision attention); ``fast`` preprocesses on the model's device in one batched pass
 (``preprocess(..., device=)``) and runs the Qwen vision towers' attention in one call per block
@@ -45,42 +47,42 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from .._swaps import MethodSwaps
-from ..models.registry import family_for, model_types_where
+from ..methods import get_method, method_names
+from ..models.registry import family_for
 
 __all__ = ["SpeedConfig", "Method", "METHODS", "run_speed", "format_table", "plot_speedups", "write_outputs",
            "summary", "check_memory", "estimate_memory", "available_memory", "noise_warnings"]
 
 
 # --------------------------------------------------------------------------------------------
-# methods: name -> how to switch it on for a rate.
+# methods: the methods table's entries that bench speed offers, and how each is switched on.
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Method:
-    """A pruning method the benchmark can sweep.
+    """A method of the methods table (:mod:`videoprune.methods`) as the benchmark sweeps it.
 
     ``apply(model, rate)`` switches it on and returns an object with ``remove()`` (or None for
-    no patch); ``families`` lists the supported ``model_type`` values (empty = all).
+    no patch); ``stts`` runs a freshly initialised (untrained) scorer: speed does not depend on
+    what it learned, only on how many tokens it keeps, and that count is fixed by the ratio
+    (global top-k per video). Its ``prune_at`` is :func:`stts_prune_at` of the model.
     """
 
-    help: str
-    apply: Callable[[torch.nn.Module, float], Any]
-    families: tuple[str, ...] = ()
+    spec: Any  # a videoprune.methods.Method: its name, help, families and config
 
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The ``model_type`` values this method runs on (the family records', in registry order)."""
+        return self.spec.families()
 
-def _evs(**kw) -> Callable[[torch.nn.Module, float], Any]:
-    def apply(model, rate):
-        import videoprune
-
-        return videoprune.patch(model, videoprune.EVSConfig(rate=rate, **kw))
-
-    return apply
+    def apply(self, model: torch.nn.Module, rate: float) -> Any:
+        extra = {"prune_at": stts_prune_at(model)} if self.spec.kind == "stts" else {}
+        return self.spec.apply(model, rate, **extra)
 
 
 #: The paper's STTS pruning layer: after block 3 of Molmo2's 25-block (trimmed) ViT.
@@ -101,25 +103,8 @@ def stts_prune_at(model) -> int:
     return min(depth - 2, max(0, round((_STTS_PAPER_PRUNE_AT + 1) * depth / _STTS_PAPER_DEPTH) - 1))
 
 
-def _stts(model, rate):
-    import videoprune
-
-    # a freshly initialised (untrained) scorer: speed does not depend on what it learned, only on
-    # how many tokens it keeps, and that count is fixed by the ratio (global top-k per video)
-    return videoprune.patch(model, videoprune.STTSConfig(ratio=rate, prune_at=stts_prune_at(model)))
-
-
-METHODS: dict[str, Method] = {
-    "none": Method("unpatched model (the baseline; rate ignored)", lambda model, rate: None),
-    "evs": Method("EVS on LLM-side embeddings, after the encoder (what serving engines ship)", _evs()),
-    "evs-pixel": Method("EVS with the pixel criterion, after the encoder", _evs(criterion="pixel"),
-                        model_types_where(lambda f: f.supports_pixel_criterion)),
-    "evs-pre": Method("EVS with the pixel criterion BEFORE the encoder, which encodes kept tokens only",
-                      _evs(criterion="pixel", stage="pre_encoder"), model_types_where(lambda f: f.supports_pre_encoder)),
-    "stts": Method("STTS (learned scorer, untrained weights) pruning INSIDE the vision encoder after block prune_at "
-                   "(see stts_prune_at); the LLM gets kept tokens only", _stts,
-                   model_types_where(lambda f: f.stts is not None)),
-}
+#: the methods ``bench speed --method`` takes, in the table's order
+METHODS: dict[str, Method] = {name: Method(get_method(name)) for name in method_names("speed")}
 
 
 def _csv(kind, text: str) -> tuple:
@@ -603,36 +588,32 @@ def _fast_attention(model, pipeline: str):
 # one setting
 # --------------------------------------------------------------------------------------------
 def _one_repeat(model, handle, inputs, cfg: SpeedConfig) -> dict[str, float]:
+    """One timed ``generate``: the phases of its prefill, TTFT, decode speed, memory and KV bytes.
+
+    A patched model's handle times its own phases (``handle.timing``): ``encode`` (the vision
+    encoder), ``select`` (scoring and choosing tokens, wherever the method runs it: in the
+    encoder for ``evs-pre`` and ``stts``, at the LLM input otherwise) and ``prefill`` (the
+    language model's prefill, plan and gather included), each without the phases inside it.
+    The unpatched baseline has no handle: its encoder and language model are timed by wrapping
+    the model's own ``get_video_features`` and ``language_model.forward``. Phases are read when
+    the first forward (the prefill) returns.
+    """
     clock = _Clock(cfg.device)
-    inner = model.model
-    lm = inner.language_model
-    # wrapped on top of the patch's own wrappers: the LLM timer includes post-encoder selection,
-    # which is subtracted below (pre-encoder selection happens inside the encoder call instead)
-    clock.wrap(lm, "forward", "llm_all")
-    in_encoder = handle is not None and (getattr(handle.config, "stage", None) == "pre_encoder"
-                                         or _is_stts(handle))
-    if handle is not None and _is_stts(handle):
-        # scorer + top-k run inside the encoder call: time them there (the family module's name for it)
-        clock.wrap(sys.modules[type(handle.adapter).__module__], "score_and_select", "selection")
-    elif handle is not None:
-        adapter = handle.adapter
-        clock.wrap(adapter, "select", "selection")
-        if hasattr(adapter, "select_pre_encoder"):
-            clock.wrap(adapter, "select_pre_encoder", "selection")
-        if hasattr(adapter, "encode_videos_pre_encoder"):
-            clock.wrap(adapter, "encode_videos_pre_encoder", "vision_pre")
-    clock.wrap(inner, "get_video_features", "vision_all")
+    if handle is None:
+        inner = model.model
+        clock.wrap(inner, "get_video_features", "encode")
+        clock.wrap(inner.language_model, "forward", "prefill")
+    else:
+        handle.timing = True
     marks: list[float] = []
     kv: list[int] = []
-    llm_first: list[float] = []
-    sel_first: list[float] = []
+    phases: list[dict[str, float]] = []
 
     def on_forward(module, args, kwargs, output):
         marks.append(clock.now())
         if len(marks) == 1:
             kv.append(kv_cache_bytes(output.past_key_values))
-            llm_first.append(clock.total.get("llm_all", 0.0))
-            sel_first.append(clock.total.get("selection", 0.0))
+            phases.append(dict(clock.total) if handle is None else handle.timings)
 
     hook = model.register_forward_hook(on_forward, with_kwargs=True)
     try:
@@ -643,23 +624,12 @@ def _one_repeat(model, handle, inputs, cfg: SpeedConfig) -> dict[str, float]:
     finally:
         hook.remove()
         clock.unwrap()
-    sel = sel_first[0]
-    if handle is not None and getattr(handle.config, "stage", None) == "pre_encoder":
-        vision = clock.total.get("vision_pre", 0.0) - sel
-    else:
-        vision = clock.total.get("vision_all", 0.0) - (sel if in_encoder else 0.0)
-    llm = llm_first[0] - (0.0 if in_encoder else sel)
+    vision, sel, llm = (phases[0].get(k, 0.0) for k in ("encode", "select", "prefill"))
     decode_time = marks[-1] - marks[0]
     return dict(vision_s=vision, selection_s=sel, llm_prefill_s=llm, encoder_llm_s=vision + sel + llm,
                 prefill_total_s=marks[0] - start,
                 decode_tok_s=(len(marks) - 1) / decode_time if decode_time > 0 else float("nan"),
                 peak_mem_bytes=float(mem.peak), kv_cache_bytes=float(kv[0]))
-
-
-def _is_stts(handle) -> bool:
-    from ..stts.config import STTSConfig
-
-    return isinstance(handle.config, STTSConfig)
 
 
 def _stats(rows: list[dict[str, float]], key: str) -> tuple[float, list[float]]:
@@ -740,9 +710,7 @@ def run_speed(cfg: SpeedConfig, progress: bool = True) -> dict[str, Any]:
     family = model.config.model_type
     methods = [m for m in cfg.method_list if m != "none"]
     for m in methods:
-        fams = METHODS[m].families
-        if fams and family not in fams:
-            raise ValueError(f"method {m!r} does not support {family}; it supports: {', '.join(fams)}")
+        METHODS[m].spec.check_family(family)
     n_settings = len(cfg.frame_list) * len(cfg.pipeline_list) * (1 + len(methods) * len(cfg.rate_list))
     bar = tqdm(total=n_settings * (cfg.warmup + cfg.repeats), desc="bench speed", unit="run",
                disable=not progress, file=sys.stderr)

@@ -14,7 +14,7 @@ import torch
 
 from .evs import GridLike, normalize_grids
 
-__all__ = ["KeepPlan", "VideoKeepStats", "build_plan"]
+__all__ = ["KeepPlan", "VideoKeepStats", "build_plan", "video_keep_stats"]
 
 
 @dataclass(frozen=True)
@@ -54,11 +54,6 @@ class KeepPlan:
     @property
     def pruned_length(self) -> int:
         return int(self.index.shape[1])
-
-    @property
-    def kept_per_row(self) -> torch.Tensor:
-        """``(B,)`` number of real tokens per pruned row."""
-        return self.attention_mask.sum(dim=1)
 
     def gather(self, x: torch.Tensor, dim: int = 1) -> torch.Tensor:
         """Pack ``x`` (batch on dim 0, unpruned sequence on ``dim``) into the pruned layout."""
@@ -129,14 +124,23 @@ def build_plan(
 
     videos: tuple[VideoKeepStats, ...] = ()
     if grid_thw is not None:
-        grids = normalize_grids(grid_thw, spatial_merge_size)
-        expected = sum(t * h * w for t, h, w in grids)
+        expected = sum(t * h * w for t, h, w in normalize_grids(grid_thw, spatial_merge_size))
         if expected != n_video:
             raise ValueError(f"grid_thw implies {expected} video tokens but video_token_mask has {n_video}")
-        stats, start, flat = [], 0, video_keep.to(device)
-        for t, h, w in grids:
-            per_frame = flat[start : start + t * h * w].view(t, h * w).sum(dim=1).tolist()
-            stats.append(VideoKeepStats(t * h * w, int(sum(per_frame)), tuple(int(c) for c in per_frame)))
-            start += t * h * w
-        videos = tuple(stats)
+        videos = video_keep_stats(video_keep.to(device), grid_thw, spatial_merge_size)
     return KeepPlan(keep=keep, index=index, attention_mask=new_mask.long(), padding_side=padding_side, videos=videos)
+
+
+def video_keep_stats(keep: torch.Tensor, grid_thw: GridLike, spatial_merge_size: int = 1) -> tuple[VideoKeepStats, ...]:
+    """Per-video token counts of a keep mask: before, after, and kept per temporal slice.
+
+    ``keep`` is ``(N,)`` bool over the videos' tokens, concatenated in raster order; ``grid_thw``
+    their grids as :func:`videoprune.core.evs.normalize_grids` takes them (one temporal slice of a
+    video is ``H' x W'`` tokens).
+    """
+    stats, start = [], 0
+    for t, h, w in normalize_grids(grid_thw, spatial_merge_size):
+        per_frame = keep[start : start + t * h * w].view(t, h * w).sum(dim=1).tolist()
+        stats.append(VideoKeepStats(t * h * w, int(sum(per_frame)), tuple(int(c) for c in per_frame)))
+        start += t * h * w
+    return tuple(stats)

@@ -129,6 +129,129 @@ def _free_positions(rng, n, width, height, margin):
     return [cells[i] for i in pick]
 
 
+#: pixels kept clear between an object and the frame's edge
+MARGIN = 4
+#: the shortest move, in pixels: a mover never travels less (a direction needs this much room)
+MIN_MOVE = 24
+_STEPS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+
+
+@dataclass
+class _Stage:
+    """A scene being sampled: its random stream, size, frame count, object tracks and the unused colour.
+
+    Every random draw goes through ``rng``, in a fixed order (the question type, shapes, colours,
+    positions, the question's own draws, the drawing order, the background), so a scene is a
+    function of (split, seed, index) alone.
+    """
+
+    rng: np.random.Generator
+    frames: int
+    width: int
+    height: int
+    tracks: list[ObjectTrack]
+    spare_colour: str
+
+    def room(self, track: ObjectTrack) -> dict[str, int]:
+        """Pixels ``track`` can travel from its first position in each direction, margins kept."""
+        x0, y0 = track.xy[0]
+        return {"left": x0 - MARGIN, "right": self.width - OBJECT_SIZE - MARGIN - x0,
+                "up": y0 - MARGIN, "down": self.height - OBJECT_SIZE - MARGIN - y0}
+
+    def feasible_directions(self, track: ObjectTrack) -> list[str]:
+        """The directions in which ``track`` has room for a move of at least :data:`MIN_MOVE` pixels."""
+        room = self.room(track)
+        return [d for d in DIRECTIONS if room[d] >= MIN_MOVE]
+
+    def pick(self, options: list):
+        """One of ``options``, uniformly, from the scene's stream."""
+        return options[int(self.rng.integers(len(options)))]
+
+    def move(self, track: ObjectTrack, direction: str) -> None:
+        """Glide ``track`` in ``direction`` as far as the frame allows (24-48 px), starting in the first quarter.
+
+        It moves a few pixels every frame, not every pair: real motion also happens inside a
+        temporal patch, where the encoder can see it.
+        """
+        f = self.frames
+        x0, y0 = track.xy[0]
+        dx, dy = _STEPS[direction]
+        dist = max(MIN_MOVE, min(self.room(track)[direction], 48))
+        start = 2 * int(self.rng.integers(0, f // 8 + 1))
+        span = max(1, (f - start) * 3 // 4)
+        track.xy = [(int(round(x0 + dx * dist * p)), int(round(y0 + dy * dist * p)))
+                    for p in (min(max(i - start, 0) / span, 1.0) for i in range(f))]
+
+    def blink(self, track: ObjectTrack, times: int, start: int) -> None:
+        """``times`` flashes from frame pair ``start``: each off for one pair, then on for >= one pair."""
+        vis = [True] * self.frames
+        for k in range(times):
+            pair = start + 2 * k
+            vis[2 * pair] = vis[2 * pair + 1] = False
+        track.visible = vis
+
+
+def _stage(rng: np.random.Generator, frames: int, width: int, height: int, n_obj: int = 3) -> _Stage:
+    """``n_obj`` still, always-visible objects of distinct shapes and colours at non-overlapping places."""
+    shapes = [SHAPES[i] for i in rng.choice(len(SHAPES), n_obj, replace=False)]
+    colours = [list(COLOURS)[i] for i in rng.choice(len(COLOURS), n_obj + 1, replace=False)]
+    spare_colour = colours.pop()
+    starts = _free_positions(rng, n_obj, width, height, MARGIN)
+    tracks = [ObjectTrack(s, [xy] * frames, [c] * frames, [True] * frames) for s, xy, c in zip(shapes, starts, colours)]
+    return _Stage(rng, frames, width, height, tracks, spare_colour)
+
+
+def _ask_motion(st: _Stage, qtype: str) -> tuple[str, str]:
+    """``moved`` / ``direction`` / ``direction_single``: the target glides; ``direction`` moves a distractor too."""
+    target = st.tracks[0]
+    direction = st.pick(st.feasible_directions(target))
+    st.move(target, direction)
+    if qtype == "moved":
+        return "which object moved ?", target.colour[0]
+    if qtype == "direction":  # (direction_single leaves the distractors still)
+        # a distractor moves too, in another direction, so the named object must be tracked
+        other = st.tracks[1]
+        alt = [d for d in st.feasible_directions(other) if d != direction]
+        if alt:
+            st.move(other, st.pick(alt))
+    return f"which direction did the {target.colour[0]} object move ?", direction
+
+
+def _ask_appeared_first(st: _Stage, qtype: str) -> tuple[str, str]:
+    """Each object appears at its own frame pair after the first; the target earliest."""
+    f = st.frames
+    pairs = sorted(st.rng.choice(np.arange(1, f // 2 - 1), size=len(st.tracks), replace=False).tolist())
+    for track, p in zip(st.tracks, pairs):
+        track.visible = [i >= 2 * p for i in range(f)]
+    return "which object appeared first ?", st.tracks[0].colour[0]
+
+
+def _ask_flash_count(st: _Stage, qtype: str) -> tuple[str, str]:
+    """The target flashes 1..4 times; a distractor flashes a different number of times (possibly 0)."""
+    target = st.tracks[0]
+    max_flashes = min(4, (st.frames // 2 - 2) // 2)
+    times = int(st.rng.integers(1, max_flashes + 1))
+    st.blink(target, times, start=1)
+    distractor_times = int(st.pick([t for t in range(0, max_flashes + 1) if t != times]))
+    if distractor_times:
+        st.blink(st.tracks[1], distractor_times, start=1)
+    return f"how many times did the {target.colour[0]} object flash ?", COUNT_WORDS[times]
+
+
+def _ask_colour_change(st: _Stage, qtype: str) -> tuple[str, str]:
+    """The target takes the spare colour from a frame pair after the first; it is named by its first colour."""
+    target = st.tracks[0]
+    change = 2 * int(st.rng.integers(1, st.frames // 2 - 1))
+    target.colour = [target.colour[0]] * change + [st.spare_colour] * (st.frames - change)
+    return "which object changed colour ?", target.colour[0]
+
+
+#: question type -> how its scene is animated and asked about; each returns ``(question, answer)``
+_QUESTIONS = {"moved": _ask_motion, "direction": _ask_motion, "direction_single": _ask_motion,
+              "appeared_first": _ask_appeared_first, "flash_count": _ask_flash_count,
+              "colour_change": _ask_colour_change}
+
+
 def make_scene(
     split: str = "train",
     seed: int = 0,
@@ -154,89 +277,11 @@ def make_scene(
     qtype = qtype or QUESTION_TYPES[int(rng.integers(len(QUESTION_TYPES)))]
     if qtype not in _ALL_TYPES:
         raise ValueError(f"qtype must be one of {_ALL_TYPES}, got {qtype!r}")
-    n_obj = 3
-    shapes = [SHAPES[i] for i in rng.choice(len(SHAPES), n_obj, replace=False)]
-    colours = [list(COLOURS)[i] for i in rng.choice(len(COLOURS), n_obj + 1, replace=False)]
-    spare_colour = colours.pop()
-    margin = 4
-    starts = _free_positions(rng, n_obj, width, height, margin)
-    f = num_frames
-    tracks = [ObjectTrack(s, [xy] * f, [c] * f, [True] * f) for s, xy, c in zip(shapes, starts, colours)]
-    target = tracks[0]
-
-    def move(track: ObjectTrack, direction: str) -> None:
-        x0, y0 = track.xy[0]
-        dx, dy = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[direction]
-        # go as far as the frame allows in that direction, at least 24 px
-        room = {"left": x0 - margin, "right": width - OBJECT_SIZE - margin - x0, "up": y0 - margin, "down": height - OBJECT_SIZE - margin - y0}[direction]
-        dist = max(24, min(room, 48))
-        # start within the first quarter, then glide a few pixels every frame (not every pair:
-        # real motion also happens inside a temporal patch, where the encoder can see it)
-        start = 2 * int(rng.integers(0, f // 8 + 1))
-        span = max(1, (f - start) * 3 // 4)
-        path = []
-        for i in range(f):
-            p = min(max(i - start, 0) / span, 1.0)
-            path.append((int(round(x0 + dx * dist * p)), int(round(y0 + dy * dist * p))))
-        track.xy = path
-
-    def feasible_directions(track: ObjectTrack) -> list[str]:
-        x0, y0 = track.xy[0]
-        room = {"left": x0 - margin, "right": width - OBJECT_SIZE - margin - x0, "up": y0 - margin, "down": height - OBJECT_SIZE - margin - y0}
-        return [d for d in DIRECTIONS if room[d] >= 24]
-
-    def blink(track: ObjectTrack, times: int, start: int) -> None:
-        vis = [True] * f
-        pair = start
-        for _ in range(times):  # each flash: off for one pair of frames, then on for >= one pair
-            vis[2 * pair] = vis[2 * pair + 1] = False
-            pair += 2
-        track.visible = vis
-
-    if qtype in ("moved", "direction", "direction_single"):
-        options = feasible_directions(target)
-        direction = options[int(rng.integers(len(options)))]
-        move(target, direction)
-        if qtype == "moved":
-            question, answer = "which object moved ?", target.colour[0]
-        else:
-            if qtype == "direction":  # (direction_single leaves the distractors still)
-                # a distractor moves too, in another direction, so the named object must be tracked
-                other = tracks[1]
-                alt = [d for d in feasible_directions(other) if d != direction]
-                if alt:
-                    move(other, alt[int(rng.integers(len(alt)))])
-            question, answer = f"which direction did the {target.colour[0]} object move ?", direction
-    elif qtype == "appeared_first":
-        pairs = sorted(rng.choice(np.arange(1, f // 2 - 1), size=n_obj, replace=False).tolist())
-        for track, p in zip(tracks, pairs):
-            track.visible = [i >= 2 * p for i in range(f)]
-        question, answer = "which object appeared first ?", target.colour[0]
-    elif qtype == "flash_count":
-        max_flashes = min(4, (f // 2 - 2) // 2)
-        times = int(rng.integers(1, max_flashes + 1))
-        blink(target, times, start=1)
-        other_times = [t for t in range(0, max_flashes + 1) if t != times]
-        distractor_times = int(other_times[int(rng.integers(len(other_times)))])
-        if distractor_times:
-            blink(tracks[1], distractor_times, start=1)
-        question, answer = f"how many times did the {target.colour[0]} object flash ?", COUNT_WORDS[times]
-    else:  # colour_change
-        change = 2 * int(rng.integers(1, f // 2 - 1))
-        target.colour = [target.colour[0]] * change + [spare_colour] * (f - change)
-        question, answer = "which object changed colour ?", target.colour[0]
-
-    order = rng.permutation(n_obj)  # the target is not always drawn first
-    scene = Scene(
-        qtype=qtype,
-        question=question,
-        answer=answer,
-        width=width,
-        height=height,
-        fps=float(fps),
-        background_seed=int(rng.integers(2**31)),
-        objects=[tracks[i] for i in order],
-    )
+    st = _stage(rng, num_frames, width, height)
+    question, answer = _QUESTIONS[qtype](st, qtype)
+    order = rng.permutation(len(st.tracks))  # the target is not always drawn first
+    scene = Scene(qtype=qtype, question=question, answer=answer, width=width, height=height, fps=float(fps),
+                  background_seed=int(rng.integers(2**31)), objects=[st.tracks[i] for i in order])
     recomputed = answer_from_scene(scene)
     if recomputed != answer:  # the sampler and the oracle disagree: a bug, never silently ship it
         raise AssertionError(f"scene answer {answer!r} != recomputed {recomputed!r} for {scene.question}")

@@ -131,7 +131,7 @@ def export_lmms_task(out_dir: str | Path, cfg: ExportTaskConfig | None = None, p
 # ---- `videoprune export-lmms-task` (registered in cli.SUBCOMMANDS) -----------------------------
 def add_parser(p) -> None:
     """Flags of ``videoprune export-lmms-task DIR``: the folder, then :class:`ExportTaskConfig`'s fields."""
-    from ..cli import add_config_args
+    from .._config_args import add_config_args
 
     p.add_argument("dir", help="folder to write the task into (created; files of an earlier export are replaced)")
     add_config_args(p, ExportTaskConfig)
@@ -141,7 +141,7 @@ def run(args) -> int:
     """Export, then print the run command on stderr and one JSON object as the last stdout line."""
     import sys
 
-    from ..cli import config_from_args
+    from .._config_args import config_from_args
 
     cfg = config_from_args(ExportTaskConfig, args)
     result = export_lmms_task(args.dir, cfg, progress=sys.stderr.isatty() or getattr(args, "progress", False))

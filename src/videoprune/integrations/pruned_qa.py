@@ -20,10 +20,12 @@ from pathlib import Path
 
 import torch
 
+from ..methods import get_method, method_names
+
 __all__ = ["METHODS", "EvalSettings", "PrunedVideoQA"]
 
-#: every method of ``bench accuracy`` that is a way of running one checkpoint
-METHODS = ("none", "evs", "evs-pixel", "evs-pre", "evs-threshold", "random", "uniform", "stts")
+#: every method of ``bench accuracy`` that is a way of running one checkpoint (the methods table's)
+METHODS = method_names("eval")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -35,8 +37,10 @@ class EvalSettings:
         "help": "checkpoint folder or hub id ('default' / 'default-uptrained' = embedded)"})
     method: str = field(default="none", metadata={"help": "one of " + ", ".join(METHODS)})
     rate: float | None = field(default=None, metadata={
-        "help": "fraction of video tokens dropped, in [0, 1); every method but none and evs-threshold needs it"})
-    threshold: float | None = field(default=None, metadata={"help": "EVS threshold (method evs-threshold only)"})
+        "help": "fraction of video tokens dropped, in [0, 1); every method but none needs it or a threshold"})
+    threshold: float | None = field(default=None, metadata={
+        "help": "EVS threshold instead of a rate (" + ", ".join(method_names("eval", threshold=True))
+                + "; evs-threshold needs it)"})
     scorer_path: str | None = field(default=None, metadata={
         "help": "STTS scorer file (method stts only; default: the scorer shipped beside the model)"})
     max_frames: int | None = field(default=None, metadata={
@@ -54,20 +58,12 @@ class EvalSettings:
         "help": "append one JSON line per sample (id, video tokens before/after) to this file"})
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
-        if self.rate is not None:
-            if isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)) or not 0.0 <= self.rate < 1.0:
-                raise ValueError(f"rate must be a number in [0, 1); got {self.rate!r}")
-            self.rate = float(self.rate)
-        if self.method == "none" and self.rate not in (None, 0.0):
+        m = get_method(self.method, "eval")
+        # no default rate: an evaluation names the budget it ran at
+        self.rate, self.threshold = m.check_budget(self.rate, self.threshold, default=None)
+        if m.kind == "none" and self.rate not in (None, 0.0):
             raise ValueError(f"method 'none' prunes nothing; rate={self.rate} needs a pruning method")
-        if self.method == "evs-threshold":
-            if self.threshold is None or self.rate is not None:
-                raise ValueError("method 'evs-threshold' takes threshold=..., not rate")
-        elif self.threshold is not None:
-            raise ValueError(f"threshold is for method 'evs-threshold' only; method is {self.method!r}")
-        elif self.method != "none" and self.rate is None:
+        if m.kind != "none" and self.rate is None and self.threshold is None:
             raise ValueError(f"method {self.method!r} needs rate=... in [0, 1)")
         if self.scorer_path is not None and self.method != "stts":
             raise ValueError(f"scorer_path is for method 'stts' only; method is {self.method!r}")

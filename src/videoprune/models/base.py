@@ -9,7 +9,9 @@ criterion, and how to prune any extra per-token language-model inputs (Qwen3-VL 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -65,6 +67,10 @@ class PreEncodedVideos:
         return full
 
 
+def _untimed(name: str) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
+
+
 class ModelAdapter:
     """Family-specific knowledge. Subclasses set the class attributes and :meth:`video_layout`."""
 
@@ -91,6 +97,10 @@ class ModelAdapter:
         # criterion='random' draws fresh scores per call; next() on a count is atomic under the
         # GIL, so concurrent calls never share a draw (a += on an attribute could)
         self._random_calls = itertools.count(1)
+        #: ``phase(name)``: a context manager timing a phase of the call (``"select"`` inside the
+        #: pre-encoder pass); the handle that installs this adapter points it at its own timer
+        #: (:meth:`videoprune.llm.PruneHandle.phase`). Untimed until then.
+        self.phase: Callable[[str], contextlib.AbstractContextManager] = _untimed
 
     # ---- checks ------------------------------------------------------------------------------
     def check_config(self, cfg: EVSConfig) -> None:

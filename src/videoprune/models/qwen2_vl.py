@@ -67,7 +67,8 @@ class Qwen2VLAdapter(ModelAdapter):
         """
         from .qwen_vision import encode_kept_units
 
-        keep = self.select_pre_encoder(cfg, pixel_values_videos, video_grid_thw)
+        with self.phase("select"):
+            keep = self.select_pre_encoder(cfg, pixel_values_videos, video_grid_thw)
         feats = encode_kept_units(self.inner.visual, pixel_values_videos, video_grid_thw, keep)
         return PreEncodedVideos(keep=keep, features=feats)
 

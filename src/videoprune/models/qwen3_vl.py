@@ -47,7 +47,8 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         """
         from .qwen_vision import encode_kept_units_deepstack
 
-        keep = self.select_pre_encoder(cfg, pixel_values_videos, video_grid_thw)
+        with self.phase("select"):
+            keep = self.select_pre_encoder(cfg, pixel_values_videos, video_grid_thw)
         feats, deep = encode_kept_units_deepstack(self.inner.visual, pixel_values_videos, video_grid_thw, keep)
         return PreEncodedVideos(keep=keep, features=feats, deepstack=tuple(deep))
 

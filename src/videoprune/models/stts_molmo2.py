@@ -21,8 +21,9 @@ LLM side: Molmo2 builds its 4D mask (video tokens in one bidirectional block, fr
 forward's input rather than at the language model's: the inner forward is called with the kept
 ``input_ids`` / ``mm_token_type_ids`` / attention mask (:meth:`KeepPlan.gather`), the unpruned
 positions of the kept tokens (:func:`prune_positions`) and the kept features as
-``mm_encoder_outputs``; decode steps map generate's full-length mask onto the cache as the EVS
-patch does (:func:`videoprune.patch._decode`).
+``mm_encoder_outputs``; prefill and decode go through the LLM-side layer EVS uses too
+(:func:`videoprune.llm.route_call`, :func:`videoprune.llm.record_prefill`,
+:func:`videoprune.llm.decode_kwargs`).
 """
 
 from __future__ import annotations
@@ -33,11 +34,10 @@ from typing import Any
 
 import torch
 
-from ..core.plan import build_plan, VideoKeepStats
-from ..core.positions import prune_positions, rope_deltas
-from ..patch import PruneStats, _DecodeState, _decode, cached_length
+from ..core.plan import build_plan, video_keep_stats
+from ..llm import bound_call, decode_kwargs, full_positions, record_prefill, route_call, time_prefill
 from ..stts.config import STTSConfig
-from ..stts.hf import STTSHandle, additive_mask, score_and_select, wrap
+from ..stts.hf import STTSHandle, additive_mask, score_and_select
 from ..stts.packing import build_layout, pack, scatter_back
 from .molmo2 import feature_taps, tapped_depth
 from .molmo2_layout import pooling_is_per_video, to_global, video_pooling
@@ -48,7 +48,6 @@ __all__ = ["Molmo2STTS"]
 class Molmo2STTS:
     """STTS integration for ``Molmo2ForConditionalGeneration`` / ``Molmo2Model``."""
 
-    model_types = ("molmo2",)
     position_axes = 1
 
     def __init__(self, model: torch.nn.Module, cfg: STTSConfig):
@@ -174,6 +173,7 @@ class Molmo2STTS:
 
     # ---- installation ----------------------------------------------------------------------------------
     def install(self, handle: STTSHandle) -> None:
+        """Wrap ``get_video_features`` (the STTS encoder) and the inner forward (the LLM-side pruning)."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         inner = self.inner
@@ -183,43 +183,37 @@ class Molmo2STTS:
         @functools.wraps(encode_orig)
         def get_video_features(*args, **kwargs):
             if not handle.active:
-                return encode_orig(*args, **kwargs)
+                with handle.phase("encode"):
+                    return encode_orig(*args, **kwargs)
             a = enc_sig.bind_partial(*args, **kwargs).arguments
-            pooled, keeps = self.encode(handle, a["pixel_values_videos"], a["video_token_pooling"], a["video_grids"])
+            with handle.phase("encode"):
+                pooled, keeps = self.encode(handle, a["pixel_values_videos"], a["video_token_pooling"], a["video_grids"])
             out = BaseModelOutputWithPooling(pooler_output=pooled)
-            handle._stts_encoded = handle._stts_encoded[-3:] + [(out, keeps, a["video_grids"])]
+            handle.encodes("stts").add(out, keeps, a["video_grids"])
             return out
 
         @functools.wraps(inner_fwd)
         def forward(*args, **kwargs):
-            call = inner_sig.bind_partial(*args, **kwargs).arguments
-            call.update(call.pop("kwargs", None) or {})
-            past = cached_length(call)
-            if past == 0:
-                handle._state = None
-                if not handle.active:
-                    return inner_fwd(**call)
-                return inner_fwd(**self._prefill(handle, call))
-            if handle._state is None:  # this thread's prefill was not pruned
-                return inner_fwd(**call)
-            return inner_fwd(**self._decode(handle, call, past))
+            return route_call(handle, inner_fwd, bound_call(inner_sig, args, kwargs),
+                              functools.partial(self._prefill, handle), _decode_with_mask, timed=False)
 
-        wrap(handle, inner, "get_video_features", get_video_features)
-        wrap(handle, inner, "forward", forward)
+        handle.swap(inner, "get_video_features", get_video_features)
+        handle.swap(inner, "forward", forward)
+        time_prefill(handle, inner.language_model)  # the prefill phase is the language model's forward
 
     def _prefill(self, handle: STTSHandle, call: dict) -> dict:
+        """The inner forward's kwargs with the pruned placeholders removed (the kept features as ``mm_encoder_outputs``)."""
         encoded = (call.get("mm_encoder_outputs") or {}).get("video")
         if call.get("pixel_values_videos") is not None:
             encoded = self.inner.get_video_features(call["pixel_values_videos"], call["video_token_pooling"],
                                                     call["video_grids"])
         if encoded is None:
             return call
-        for out, keeps, grids in reversed(handle._stts_encoded):
-            if out is encoded:
-                break
-        else:
+        entry = handle.encodes("stts").find(encoded)
+        if entry is None:
             raise ValueError("videoprune cannot prune Molmo2 video features encoded outside the patched model "
                              "(or expanded, e.g. num_return_sequences > 1): pass pixel_values_videos instead")
+        _, keeps, grids = entry
         ids = call.get("input_ids")
         if ids is None:
             raise ValueError("videoprune needs input_ids (not inputs_embeds) on Molmo2 calls with video")
@@ -232,37 +226,26 @@ class Molmo2STTS:
             raise ValueError("videoprune needs a 2D attention mask (B, L) for Molmo2; 4D masks are not supported")
         b, length = ids.shape
         plan = build_plan(placeholder, keep, attn, padding_side="left")
-        pos = call.get("position_ids")
-        full = torch.arange(length, device=ids.device).expand(b, length) if pos is None else pos.expand(b, length)
-        positions = prune_positions(full, plan)
+        full = full_positions(call, b, length, ids.device, axes=self.position_axes)
+        positions, new_mask = record_prefill(handle, plan, full, attn, video_keep_stats(keep, grids), ids.device)
         real = plan.attention_mask.to(ids.device).bool()
         pad_id = 0 if self.config.image_patch_id != 0 else 1
         new_ids = plan.gather(ids).masked_fill(~real, pad_id)
-        new_mask = plan.attention_mask.to(ids.device)
-        if attn is not None:
-            new_mask = new_mask.to(attn.dtype)
         out = dict(call, input_ids=new_ids, attention_mask=new_mask, position_ids=positions,
                    pixel_values_videos=None, video_token_pooling=None, video_grids=None,
                    mm_encoder_outputs={**(call.get("mm_encoder_outputs") or {}), "video": encoded})
         if call.get("mm_token_type_ids") is not None:
             out["mm_token_type_ids"] = plan.gather(call["mm_token_type_ids"].to(ids.device)).masked_fill(~real, 0)
-        handle._plan = plan
-        handle._state = _DecodeState(full_len=length, pruned_len=plan.pruned_length, pruned_mask=new_mask,
-                                     delta=rope_deltas(positions, plan))
-        videos = []
-        for k, (t, _, _) in zip(keeps, grids.tolist()):
-            per = k.view(int(t), -1).sum(1).tolist()
-            videos.append(VideoKeepStats(k.numel(), int(sum(per)), tuple(int(c) for c in per)))
-        handle.stats = PruneStats(videos=tuple(videos), sequence_length_before=length,
-                                  sequence_length_after=plan.pruned_length)
         return out
 
-    def _decode(self, handle: STTSHandle, call: dict, past: int) -> dict:
-        st = handle._state
-        if call.get("attention_mask") is None:  # generate drops an all-ones mask; the pruned cache may be padded
-            ids = call.get("input_ids")
-            x = ids if ids is not None else call["inputs_embeds"]
-            q = x.shape[1]
-            call = dict(call, attention_mask=torch.ones(x.shape[0], st.full_len + past - st.pruned_len + q,
-                                                        dtype=torch.long, device=x.device))
-        return _decode(handle, call, past)
+
+def _decode_with_mask(handle: STTSHandle, call: dict, past: int) -> dict:
+    """:func:`videoprune.llm.decode_kwargs`, with the all-ones mask generate drops put back (the pruned cache may be padded)."""
+    st = handle.decode_state
+    if call.get("attention_mask") is None:
+        ids = call.get("input_ids")
+        x = ids if ids is not None else call["inputs_embeds"]
+        q = x.shape[1]
+        call = dict(call, attention_mask=torch.ones(x.shape[0], st.full_len + past - st.pruned_len + q,
+                                                    dtype=torch.long, device=x.device))
+    return decode_kwargs(handle, call, past)

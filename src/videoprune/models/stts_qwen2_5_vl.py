@@ -8,8 +8,8 @@ unit-major order to a patch grid with :func:`videoprune.stts.windows_to_grid`), 
 ``cu_seqlens``, windows restricted to kept units, rotary ids unchanged) and the merger on kept
 units. Qwen2.5-VL taps no intermediate layer, so nothing needs scattering back inside the ViT.
 
-LLM side: the EVS machinery at the language model's input is reused as is
-(:func:`videoprune.patch._install`): the model builds its own M-RoPE ids on the full sequence;
+LLM side: the pruning at the language model's input that EVS uses is reused as is
+(:func:`videoprune.llm.install_llm_input`): the model builds its own M-RoPE ids on the full sequence;
 ``get_video_features`` returns the dense feature layout (zeros at pruned units, so the model's
 placeholder check holds) and :meth:`Qwen2_5_VLSTTS.select` hands the STTS keep mask to
 :func:`videoprune.core.plan.build_plan`.
@@ -24,9 +24,9 @@ from typing import Any
 import torch
 
 from ..core.evs import normalize_grids
-from ..patch import _install
+from ..llm import bound_call, install_llm_input
 from ..stts.config import STTSConfig
-from ..stts.hf import STTSHandle, score_and_select, wrap
+from ..stts.hf import STTSHandle, score_and_select
 from ..stts.scorer import grid_to_windows, windows_to_grid
 from . import qwen_vision as QV
 from .qwen2_5_vl import Qwen2_5_VLAdapter
@@ -70,17 +70,20 @@ class Qwen2_5_VLSTTS(Qwen2_5_VLAdapter):
                 "prune_at": cfg.prune_at, "pool": self.pool(cfg)}
 
     # ---- encoder ------------------------------------------------------------------------------------
+    def _score_dense(self, handle: STTSHandle, pixels: torch.Tensor, grid_thw: torch.Tensor, training: bool):
+        """Blocks ``0..prune_at`` on every unit, then the scorer: ``(hidden (N_units, C), unit layout, selections)``."""
+        visual, m = self.visual, self.spatial_merge_size
+        full = QV.unit_layout(visual, grid_thw)
+        h = QV.run_blocks(visual, QV.embed_patches(visual, pixels, full), full, blocks=range(0, handle.config.prune_at + 1))
+        grids = [tuple(int(v) for v in r) for r in grid_thw.tolist()]
+        parts = h.split([t * hh * ww for t, hh, ww in grids])
+        pergrid = [windows_to_grid(x, t, hh, ww, m) for x, (t, hh, ww) in zip(parts, grids)]
+        return h, full, score_and_select(handle, pergrid, m, training)
+
     def encode(self, handle: STTSHandle, pixels: torch.Tensor, grid_thw: torch.Tensor):
         """``(dense features (N_units, D) with zeros at pruned units, keep_units (N_units,) bool, selections)``."""
-        cfg, visual, m = handle.config, self.visual, self.spatial_merge_size
-        k = cfg.prune_at
-        full = QV.unit_layout(visual, grid_thw)
-        h = QV.run_blocks(visual, QV.embed_patches(visual, pixels, full), full, blocks=range(0, k + 1))
-        grids = [tuple(int(v) for v in r) for r in grid_thw.tolist()]
-        sizes = [t * hh * ww for t, hh, ww in grids]
-        parts = h.split(sizes)
-        pergrid = [windows_to_grid(x, t, hh, ww, m) for x, (t, hh, ww) in zip(parts, grids)]
-        sels = score_and_select(handle, pergrid, m, self.inner.training)
+        visual, m, k = self.visual, self.spatial_merge_size, handle.config.prune_at
+        h, full, sels = self._score_dense(handle, pixels, grid_thw, self.inner.training)
         bias = None
         if sels[0].bias is not None:
             bias = torch.cat([grid_to_windows(s.bias.unsqueeze(-1), m).squeeze(-1) for s in sels]).to(h.device)
@@ -93,17 +96,13 @@ class Qwen2_5_VLSTTS(Qwen2_5_VLAdapter):
     # ---- EVS adapter hooks ------------------------------------------------------------------------------
     def select(self, cfg, layout, features, call) -> torch.Tensor:
         """The STTS keep mask of the features this call carries (recorded by the encoder wrapper)."""
-        h = self._handle
+        cache = self._handle.encodes("stts")
         encoded = (call.get("mm_encoder_outputs") or {}).get("video")
-        for out, keep in reversed(h._stts_encoded):
-            if encoded is None or out is encoded:
-                return keep
-        raise ValueError("videoprune cannot prune Qwen2.5-VL video features encoded outside the patched model: "
-                         "pass pixel_values_videos instead")
-
-    def prune_lm_kwargs(self, kwargs: dict[str, Any], plan) -> dict[str, Any]:
-        self._handle._plan = plan  # labels of a training call are gathered with it
-        return kwargs
+        entry = cache.latest() if encoded is None else cache.find(encoded)
+        if entry is None:
+            raise ValueError("videoprune cannot prune Qwen2.5-VL video features encoded outside the patched model: "
+                             "pass pixel_values_videos instead")
+        return entry[1]
 
     # ---- installation ----------------------------------------------------------------------------------
     def install(self, handle: STTSHandle) -> None:
@@ -114,8 +113,7 @@ class Qwen2_5_VLSTTS(Qwen2_5_VLAdapter):
 
         @functools.wraps(encode_orig)
         def get_video_features(*args, **kwargs):
-            a = sig.bind_partial(*args, **kwargs).arguments
-            a.update(a.pop("kwargs", None) or {})
+            a = bound_call(sig, args, kwargs)
             if not handle.active:
                 return encode_orig(**a)
             pixels, grid = a["pixel_values_videos"], a.get("video_grid_thw")
@@ -133,16 +131,12 @@ class Qwen2_5_VLSTTS(Qwen2_5_VLAdapter):
                 dense, keep, _ = self.encode(handle, pixels.type(self.visual.dtype), grid)
                 sizes = (grid.prod(-1) // self.spatial_merge_size ** 2).tolist()
                 out = BaseModelOutputWithPooling(pooler_output=torch.split(dense, sizes))
-            handle._stts_encoded = handle._stts_encoded[-3:] + [(out, keep)]
+            handle.encodes("stts").add(out, keep)
             return out
 
-        wrap(handle, inner, "get_video_features", get_video_features)
-        _install(handle)
+        handle.swap(inner, "get_video_features", get_video_features)
+        install_llm_input(handle)  # pruning at the language model's input, with select() above
 
     def _side_scores(self, handle: STTSHandle, pixels: torch.Tensor, grid: torch.Tensor) -> None:
-        visual, m, k = self.visual, self.spatial_merge_size, handle.config.prune_at
-        full = QV.unit_layout(visual, grid)
-        h = QV.run_blocks(visual, QV.embed_patches(visual, pixels.type(visual.dtype), full), full, blocks=range(0, k + 1))
-        grids = [tuple(int(v) for v in r) for r in grid.tolist()]
-        parts = h.split([t * hh * ww for t, hh, ww in grids])
-        score_and_select(handle, [windows_to_grid(x, t, hh, ww, m) for x, (t, hh, ww) in zip(parts, grids)], m, True)
+        """ratio 0 in training: the scorer runs on the side for the auxiliary loss; the encoder output is untouched."""
+        self._score_dense(handle, pixels.type(self.visual.dtype), grid, True)

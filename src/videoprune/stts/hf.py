@@ -20,21 +20,22 @@ What a patched model does on a call with video (methods.md §2):
 (no bias, no removal); in training the scorer still runs on the side to give the aux loss.
 
 The family-specific parts live in ``videoprune.models.stts_<family>``; this module holds the
-handle, the dispatch and the pieces every family shares. transformers is never imported here.
+handle, the dispatch and the pieces every family shares. The LLM side (handle base, prefill and
+decode, encode cache, timings, labels and loss) is the layer EVS uses too, :mod:`videoprune.llm`.
+transformers is never imported here.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import importlib
-import inspect
 from dataclasses import dataclass, field
-from typing import Any
+from typing import ClassVar
 
 import torch
 
+from ..llm import PruneHandle, check_unpatched, install_loss, per_thread
 from ..models.registry import FAMILIES_BY_TYPE
-from ..patch import _HANDLE_ATTR, PruneHandle, _per_thread, pruned_loss
 from ..validate import check_regular_file
 from .bias import key_bias
 from .config import STTSConfig
@@ -43,7 +44,8 @@ from .scorer import STTSScorer, window_mean
 from .select import STTSSelection, method_scores, select_tokens
 from .weights import load_scorer_state, save_scorer_state
 
-__all__ = ["STTS_FAMILIES", "STTSHandle", "VideoSelection", "additive_mask", "patch_stts", "score_and_select"]
+__all__ = ["STTS_FAMILIES", "STTSHandle", "VideoSelection", "additive_mask", "patch_stts", "score_and_select",
+           "select_videos"]
 
 #: ``model_type -> "module:Class"`` of the STTS family integration (imported lazily), from the family registry.
 STTS_FAMILIES: dict[str, str] = {t: f.stts for t, f in FAMILIES_BY_TYPE.items() if f.stts is not None}
@@ -51,7 +53,7 @@ STTS_FAMILIES: dict[str, str] = {t: f.stts for t, f in FAMILIES_BY_TYPE.items() 
 
 @dataclass(eq=False)
 class STTSHandle(PruneHandle):
-    """:class:`~videoprune.patch.PruneHandle` plus the scorer and the last auxiliary loss.
+    """:class:`~videoprune.llm.PruneHandle` plus the scorer and the last auxiliary loss.
 
     Attributes:
         scorer: the :class:`STTSScorer` (float32, on the vision tower's device); None for the
@@ -61,16 +63,32 @@ class STTSHandle(PruneHandle):
             with video (already weighted by ``aux_loss_weight``), else None.
         last_selection: per video of the calling thread's last call, the :class:`VideoSelection`.
 
-    Thread safety as for :class:`~videoprune.patch.PruneHandle`: ``stats``, ``aux_loss`` and
-    ``last_selection`` are per thread.
+    Thread safety as for :class:`~videoprune.llm.PruneHandle`: ``stats``, ``aux_loss`` and
+    ``last_selection`` are per thread. The families keep their encodes in ``encodes("stts")``.
     """
 
     scorer: torch.nn.Module | None = None
     fingerprint_fields: dict = field(default_factory=dict)
 
-    aux_loss = _per_thread("aux_loss", "the calling thread's last auxiliary loss (training), else None")
-    last_selection = _per_thread("last_selection", "per video of the calling thread's last call")
-    _stts_encoded = _per_thread("stts_encoded", "this thread's recent STTS encodes")
+    kept_after_remove: ClassVar[tuple[str, ...]] = PruneHandle.kept_after_remove + ("aux_loss", "last_selection")
+
+    aux_loss = per_thread("aux_loss", "the calling thread's last auxiliary loss (training), else None")
+    last_selection = per_thread("last_selection", "per video of the calling thread's last call", default=())
+
+    @property
+    def _stts_encoded(self) -> list[tuple]:
+        """The calling thread's recent STTS encodes, oldest first (what the tests inspect)."""
+        return self.encodes("stts").entries
+
+    def begin_forward(self) -> None:
+        """Forget the previous call's plan and auxiliary loss."""
+        super().begin_forward()
+        self.aux_loss = None
+
+    def finish_forward(self, out):
+        """``outputs.stts_aux_loss`` carries the call's auxiliary loss (None outside training)."""
+        out.stts_aux_loss = self.aux_loss
+        return out
 
     def _scorer_arch(self) -> dict:
         cfg = self.config
@@ -108,8 +126,7 @@ class VideoSelection:
 
 def patch_stts(model: torch.nn.Module, cfg: STTSConfig) -> STTSHandle:
     """Patch ``model`` with STTS; see the module docstring. Called by :func:`videoprune.patch`."""
-    if getattr(model, _HANDLE_ATTR, None) is not None:
-        raise RuntimeError("model is already patched by videoprune; call handle.remove() first")
+    check_unpatched(model)
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     target = STTS_FAMILIES.get(model_type)
     if target is None:
@@ -130,14 +147,9 @@ def patch_stts(model: torch.nn.Module, cfg: STTSConfig) -> STTSHandle:
         if cfg.scorer_path is not None:
             handle.load_scorer(cfg.scorer_path)
     family.install(handle)
-    _wrap_outer_forward(handle, family)
-    setattr(model, _HANDLE_ATTR, handle)
+    install_loss(handle)  # labels follow the pruned layout, as with EVS
+    handle.attach()
     return handle
-
-
-def wrap(handle: STTSHandle, module: torch.nn.Module, name: str, fn) -> None:
-    """Replace ``module.name`` by ``fn`` (an instance attribute), remembered for ``handle.remove()``."""
-    handle._swaps.swap(module, name, fn)
 
 
 def additive_mask(allowed: torch.Tensor | None, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -154,23 +166,35 @@ def additive_mask(allowed: torch.Tensor | None, bias: torch.Tensor | None, dtype
     return out
 
 
-def score_and_select(handle: STTSHandle, grids: list[torch.Tensor], pool: int, training: bool) -> list[VideoSelection]:
-    """Score and select every video from its layer-``prune_at`` hidden states.
+def score_and_select(handle, grids: list[torch.Tensor], pool: int, training: bool) -> list[VideoSelection]:
+    """Score and select every video from its layer-``prune_at`` hidden states (:func:`select_videos`).
+
+    ``handle``: an :class:`STTSHandle` (the time counts as its ``select`` phase), or any object
+    with ``config`` and ``scorer`` (the vLLM plug-in passes a namespace; untimed). The auxiliary
+    loss goes to ``handle.aux_loss`` and the selections to ``handle.last_selection``.
+    """
+    with handle.phase("select") if isinstance(handle, PruneHandle) else contextlib.nullcontext():
+        out, handle.aux_loss = select_videos(handle.config, handle.scorer, grids, pool, training)
+    handle.last_selection = tuple(out)
+    return out
+
+
+def select_videos(cfg: STTSConfig, scorer: STTSScorer | None, grids: list[torch.Tensor], pool: int,
+                  training: bool) -> tuple[list[VideoSelection], torch.Tensor | None]:
+    """Per video, the :class:`VideoSelection`; and the auxiliary loss (mean over videos), else None.
 
     Args:
         grids: per video, ``(T, Hp, Wp, C)`` hidden states after block ``prune_at``.
         pool: merge window side.
-        training: compute the auxiliary loss (learned method; stored on ``handle.aux_loss``,
-            the mean over videos).
+        training: compute the auxiliary loss (learned method only).
 
     The learned scores feed both the selection and the key bias; baselines select from their
     own scores and get no bias (they have nothing to learn).
     """
-    cfg = handle.config
     out, aux = [], []
     for v, hidden in enumerate(grids):
         wf = window_mean(hidden.detach(), pool)
-        learned = handle.scorer(hidden) if handle.scorer is not None else None
+        learned = scorer(hidden) if scorer is not None else None
         if training and learned is not None:
             aux.append(temporal_aux_loss(learned, wf, cfg.aux_loss_weight))
         s = method_scores(cfg.method, learned=learned, window_features=wf, seed=cfg.seed + v,
@@ -178,35 +202,4 @@ def score_and_select(handle: STTSHandle, grids: list[torch.Tensor], pool: int, t
         sel = select_tokens(s, cfg.ratio, pool)
         bias = key_bias(learned, pool) if (learned is not None and cfg.ratio > 0) else None
         out.append(VideoSelection(sel, learned, bias))
-    handle.aux_loss = torch.stack(aux).mean() if aux else None
-    handle.last_selection = tuple(out)
-    return out
-
-
-def _wrap_outer_forward(handle: STTSHandle, family) -> None:
-    """Labels follow the pruned layout; ``outputs.stts_aux_loss`` carries the auxiliary loss.
-
-    The logits of a pruned prefill come back in the pruned layout ``(B, L', V)`` (as with EVS),
-    so full-length ``labels`` go through :func:`videoprune.patch.pruned_loss`, as with EVS.
-    """
-    model = handle.model
-    if model is family.inner:  # an inner *Model: no labels, no loss
-        return
-    fwd = model.forward
-    sig = inspect.signature(fwd)
-
-    @functools.wraps(fwd)
-    def forward(*args, **kwargs):
-        call = sig.bind_partial(*args, **kwargs).arguments if args else dict(kwargs)
-        extra = call.pop("kwargs", None) if "kwargs" in call and isinstance(call.get("kwargs"), dict) else None
-        if extra:
-            call.update(extra)
-        labels = call.pop("labels", None)
-        handle._plan, handle.aux_loss = None, None
-        out = fwd(**call)
-        if labels is not None:
-            out["loss"] = pruned_loss(model, out.logits, labels, handle._plan)
-        out.stts_aux_loss = handle.aux_loss
-        return out
-
-    wrap(handle, model, "forward", forward)
+    return out, (torch.stack(aux).mean() if aux else None)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..methods import method_names
 from ..models.registry import FAMILIES as _FAMILIES
 from ..validate import check_num_frames, check_pixel_budget, check_rate
 from .rates import RateDistribution
 
 __all__ = ["TrainConfig", "TINY_MODELS"]
 
-METHODS = ("evs", "stts")
+#: the methods ``train`` offers (the methods table's, see :mod:`videoprune.methods`)
+METHODS = method_names("train")
 PRECISIONS = ("auto", "fp32", "bf16")
 STRATEGIES = ("ddp", "fsdp")
 ATTENTION = ("eager", "sdpa")

@@ -30,6 +30,7 @@ import torch
 
 from ..stts.weights import SCORER_FILE as STTS_SCORER_FILE  # file names of the stts export
 from ..stts.weights import SETTINGS_FILE as STTS_SETTINGS_FILE
+from ..methods import get_method
 from .config import TINY_MODELS, TrainConfig
 from .rates import rate_for_step
 
@@ -163,18 +164,8 @@ def _apply_lora(cfg: TrainConfig, model):
 
 def stts_config(cfg: TrainConfig, scorer_path: str | None = None):
     """The :class:`~videoprune.stts.STTSConfig` that ``method='stts'`` trains (and that reloads its export)."""
-    from ..stts import STTSConfig
-
-    return STTSConfig(ratio=cfg.stts_ratio, prune_at=cfg.stts_prune_at, aux_loss_weight=cfg.stts_aux_weight,
-                      scorer_path=scorer_path)
-
-
-def _patch_method(cfg: TrainConfig, base, first_rate: float):
-    import videoprune
-
-    if cfg.method == "evs":
-        return videoprune.patch(base, videoprune.EVSConfig(rate=first_rate))
-    return videoprune.patch(base, stts_config(cfg))
+    return get_method("stts", "train").config(cfg.stts_ratio, prune_at=cfg.stts_prune_at,
+                                              aux_loss_weight=cfg.stts_aux_weight, scorer_path=scorer_path)
 
 
 class STTSTrainModule(torch.nn.Module):
@@ -194,6 +185,143 @@ class STTSTrainModule(torch.nn.Module):
 
     def forward(self, **inputs):
         return self.model(**inputs)
+
+
+# --------------------------------------------------------------------------------------------
+# methods: what each one trains, patches, sets per step, adds to the loss and exports
+# --------------------------------------------------------------------------------------------
+class _MethodTraining:
+    """How one method of the methods table trains; :func:`_method_training` picks it once from ``cfg.method``.
+
+    The base class is what EVS uptraining and STTS share: every weight (or LoRA on the language
+    model) trains, the task loss is the model's, nothing is exported beside the model.
+    """
+
+    kind = ""  # the Method.kind it trains
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.spec = get_method(cfg.method, "train")
+
+    def trainable(self, model) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """``(module whose parameters train, base model to patch)``: LoRA adapters, or every weight."""
+        if self.cfg.lora:
+            trainable = _apply_lora(self.cfg, model)
+            return trainable, trainable.get_base_model()
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model, model
+
+    def patch(self, base):
+        """Switch the method on for ``base``; returns the handle."""
+        raise NotImplementedError
+
+    def module(self, trainable, handle) -> torch.nn.Module:
+        """What DDP wraps, the optimizer steps and a checkpoint holds."""
+        return trainable
+
+    def step_rate(self, handle, step: int, micro: int) -> float:
+        """Set the pruning of micro-batch ``micro`` of step ``step`` (0-based) on ``handle``; returns its rate."""
+        raise NotImplementedError
+
+    def loss(self, outputs) -> tuple[torch.Tensor, float | None]:
+        """``(loss to backpropagate, its auxiliary part or None)`` from the patched model's outputs."""
+        return outputs.loss, None
+
+    def missing_stats(self) -> None:
+        """Called when a training batch left no keep statistics (a batch without video, for EVS)."""
+
+    def export_extras(self, d: _Dist, handle, path: Path) -> bool:
+        """Write what the export holds beside the model; returns whether the model itself is written."""
+        return True
+
+    def training_record(self) -> dict:
+        """``config.videoprune_training`` of the exported model: how it was trained."""
+        raise NotImplementedError
+
+
+class _EVSTraining(_MethodTraining):
+    """EVS uptraining: the model trains with EVS on, the rate drawn per micro-batch (methods.md §1.4)."""
+
+    kind = "evs"
+
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
+        self.rates = cfg.rate_distribution
+
+    def _rate(self, step: int, micro: int) -> float:
+        return rate_for_step(self.rates, self.cfg.seed, step, micro)
+
+    def patch(self, base):
+        return self.spec.apply(base, self._rate(0, 0))
+
+    def step_rate(self, handle, step: int, micro: int) -> float:
+        rate = self._rate(step, micro)
+        handle.config = dataclasses.replace(handle.config, rate=rate)
+        return rate
+
+    def training_record(self) -> dict:
+        cfg = self.cfg
+        return {"method": cfg.method, "rate_dist": cfg.rate_dist, "export_rate": cfg.serving_rate, "lora": cfg.lora}
+
+
+class _STTSTraining(_MethodTraining):
+    """STTS: the scorer trains (with the base model when ``train_base``) on the task loss plus its auxiliary loss."""
+
+    kind = "stts"
+
+    def trainable(self, model) -> tuple[torch.nn.Module, torch.nn.Module]:
+        if self.cfg.train_base:
+            return super().trainable(model)
+        for p in model.parameters():  # only the scorer trains
+            p.requires_grad_(False)
+        return model, model
+
+    def patch(self, base):
+        import videoprune
+
+        return videoprune.patch(base, stts_config(self.cfg))
+
+    def module(self, trainable, handle) -> torch.nn.Module:
+        return STTSTrainModule(trainable, handle.scorer)
+
+    def step_rate(self, handle, step: int, micro: int) -> float:
+        return self.cfg.stts_ratio
+
+    def loss(self, outputs) -> tuple[torch.Tensor, float | None]:
+        aux = getattr(outputs, "stts_aux_loss", None)
+        if aux is None:
+            raise RuntimeError("the STTS patch returned no outputs.stts_aux_loss in training mode")
+        return outputs.loss + aux, float(aux.detach())  # the patch returns it already weighted by aux_loss_weight
+
+    def missing_stats(self) -> None:
+        raise RuntimeError("the STTS patch recorded no keep statistics for a training batch with video")
+
+    def export_extras(self, d: _Dist, handle, path: Path) -> bool:
+        """The scorer (``handle.save_scorer``) and the STTSConfig it was trained with; the model only with ``train_base``."""
+        cfg = self.cfg
+        if d.main:
+            path.mkdir(parents=True, exist_ok=True)
+            handle.save_scorer(str(path / STTS_SCORER_FILE))
+            scfg = dataclasses.asdict(stts_config(cfg))
+            scfg.pop("scorer_path")
+            (path / STTS_SETTINGS_FILE).write_text(json.dumps(
+                {"base_model": cfg.model, "base_model_exported": cfg.train_base, "stts": scfg}, indent=2) + "\n")
+        return cfg.train_base
+
+    def training_record(self) -> dict:
+        cfg = self.cfg
+        return {"method": cfg.method, "lora": cfg.lora, "stts_ratio": cfg.stts_ratio,
+                "stts_prune_at": cfg.stts_prune_at, "scorer": STTS_SCORER_FILE}
+
+
+#: how each kind of method in the methods table trains (``Method.kind`` -> strategy)
+_TRAINING_BY_KIND: dict[str, type[_MethodTraining]] = {c.kind: c for c in (_EVSTraining, _STTSTraining)}
+
+
+def _method_training(cfg: TrainConfig) -> _MethodTraining:
+    """The training strategy of ``cfg.method``, from its kind in the methods table."""
+    return _TRAINING_BY_KIND[get_method(cfg.method, "train").kind](cfg)
 
 
 # --------------------------------------------------------------------------------------------
@@ -548,202 +676,285 @@ def train(cfg: TrainConfig, on_step: Callable[[StepInfo], Any] | None = None, pr
     """
     if not isinstance(cfg, TrainConfig):
         raise ValueError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
-    from ..video import SamplingConfig, get_family
-    from .data import DataError, ShardedSchedule, VideoQADataset, _MicroBatches, read_jsonl
-
     d = _setup_distributed(cfg)
-    out = Path(cfg.output_dir)
 
     def log(msg: str) -> None:
         if d.main:
             print(f"videoprune train: {msg}", file=sys.stderr, flush=True)
 
     try:
-        if cfg.strategy == "fsdp" and d.device.type != "cuda":  # up front, on every rank, before any collective
-            raise ValueError(f"strategy='fsdp' needs CUDA devices (torch FSDP has no CPU backend; this run is on "
-                             f"{d.device}); use strategy='ddp' on CPU")
-        if cfg.strategy == "fsdp" and d.world_size == 1:
-            log("strategy=fsdp with a single rank: nothing to shard, training the model unwrapped")
-        # ---- output folder and the checkpoint to resume, before anything is written or loaded ----
-        found = _find_resume(cfg, out, d, log) if cfg.resume else None
-        _prepare_output(cfg, out, d, log, found[0] if found else None)
-        out.mkdir(parents=True, exist_ok=True)
-        # ---- data: every rank reads the same usable list; its shard comes from the schedule ----
-        records, skipped = read_jsonl(cfg.data, cfg.on_bad_video, progress=bool(progress) and d.main,
-                                      confine=cfg.confine_videos)
-        for bad in skipped:
-            log(f"{cfg.data}:{bad.line}: skipped bad video {bad.video!r}: {bad.reason}")
-        # ---- model: identical initial weights on every rank (same seed), then per-rank RNG ----
-        _seed_all(cfg.seed)
-        model, tokenizer, processor = _load(cfg, log)
-        family = get_family(model.config.model_type).name
-        sampling = SamplingConfig(fps=cfg.fps, num_frames=cfg.num_frames, max_frames=cfg.max_frames)
-        dataset = VideoQADataset(records, tokenizer, family, sampling=sampling, min_pixels=cfg.min_pixels,
-                                 max_pixels=cfg.max_pixels)
-        schedule = ShardedSchedule(len(records), cfg.batch_size, d.rank, d.world_size, cfg.seed)
-        steps_per_epoch = schedule.micro_per_epoch // cfg.grad_accum
-        total = cfg.max_steps or cfg.epochs * steps_per_epoch
-        if total < 1:
-            raise ValueError(f"{schedule.micro_per_epoch} micro-batches per rank per epoch cannot fill one step of "
-                             f"grad_accum={cfg.grad_accum}; set max_steps or use more data")
-
-        dist_rate = cfg.rate_distribution
-        if cfg.method == "stts" and not cfg.train_base:  # only the scorer trains
-            trainable = base = model
-            for p in model.parameters():
-                p.requires_grad_(False)
-        elif cfg.lora:
-            trainable = _apply_lora(cfg, model)
-            base = trainable.get_base_model()
-        else:
-            trainable = base = model
-            for p in model.parameters():
-                p.requires_grad_(True)
-        handle = _patch_method(cfg, base, rate_for_step(dist_rate, cfg.seed, 0, 0))
-        module = STTSTrainModule(trainable, handle.scorer) if cfg.method == "stts" else trainable
-        module.to(d.device)
-        _seed_all(cfg.seed * 1000 + d.rank)  # dropout etc. differ per rank, reproducibly
-        wrapped = _wrap(cfg, d, module)
-        params = [p for p in wrapped.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        for group in optimizer.param_groups:  # the key a checkpoint's param_groups carry (LambdaLR adds it)
-            group["initial_lr"] = cfg.lr
-
-        start = 0
-        rng = None
-        if found is not None:
-            path, state, rng = found
-            start = _apply_checkpoint(path, state, d, wrapped, optimizer, cfg, total, log)
-            del state, found
-        elif cfg.resume:
-            log("resume=auto: no complete checkpoint yet, starting from step 0")
-        # The schedule is a function of (step, settings): rebuilt at the resumed step, so a changed lr /
-        # schedule / warm-up / length applies from there on (the optimizer's saved lr is overwritten).
-        for group in optimizer.param_groups:
-            group["initial_lr"] = cfg.lr
-            group["weight_decay"] = cfg.weight_decay
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total), last_epoch=start - 1)
-
-        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and d.device.type == "cuda"
-                                                and torch.cuda.is_bf16_supported())
-        autocast = lambda: torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=use_bf16)  # noqa: E731
-        loader = torch.utils.data.DataLoader(
-            _MicroBatches(dataset, schedule, start * cfg.grad_accum, total * cfg.grad_accum, tokenizer.pad_token_id),
-            batch_size=None, shuffle=False, num_workers=cfg.num_workers,
-            worker_init_fn=_ignore_sigint if cfg.num_workers else None)
-        batches = iter(loader)
-        logger = _Logger(out, start, d.main)
-        show = (sys.stderr.isatty() if progress is None else progress) and d.main
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=start, desc=f"train {cfg.method}", unit="step", disable=not show,
-                   file=sys.stderr)
-        if rng is not None:
-            _restore_rng(rng, d)
-        log(f"{len(records)} samples ({len(skipped)} skipped), {d.world_size} rank(s), {total} steps, "
-            f"{'bf16 autocast' if use_bf16 else 'fp32'} on {d.device}")
-        result = TrainResult(steps=start, skipped=skipped)
-        saved = start  # the newest step with a checkpoint (start: the one resumed, or nothing at 0)
-
-        def save(step_done: int, rng_state: dict | None = None) -> Path:
-            nonlocal saved
-            ckpt = out / "checkpoints" / f"step_{step_done:07d}"
-            _save_checkpoint(ckpt, d, wrapped, optimizer, scheduler, step_done, cfg, rng_state)
-            saved = step_done
-            result.checkpoint_dir = str(ckpt)
-            return ckpt
-
-        wrapped.train()
-        stop = _StopOnSigint(log)
-        with stop, _closing(bar, logger):
-            for step in range(start, total):
-                t0 = time.perf_counter()
-                rng_before = _rng_state(d)  # what a checkpoint of the previous step records, if this one fails
-                optimizer.zero_grad(set_to_none=True)
-                losses, aux_losses, rates, indices, kept = [], [], [], [], 1.0
-                for a in range(cfg.grad_accum):
-                    try:
-                        batch = next(batches)
-                    except DataError as e:  # a video that passed the header check fails to decode
-                        text = _data_error_text(e)
-                        # The model is still at the end of `step`: keep it (one process only; under torchrun the
-                        # other ranks are blocked in a collective and cannot join the save).
-                        if d.world_size == 1 and saved < step:
-                            try:
-                                log(f"data error; saved {save(step, rng_before)} first")
-                            except OSError as save_error:
-                                log(f"data error; could not save a checkpoint first: {save_error}")
-                        raise DataError(text) from None
-                    indices += batch.pop("index").tolist()
-                    batch = {k: v.to(d.device) for k, v in batch.items()}
-                    rate = rate_for_step(dist_rate, cfg.seed, step, a) if cfg.method == "evs" else cfg.stts_ratio
-                    if cfg.method == "evs":
-                        handle.config = dataclasses.replace(handle.config, rate=rate)
-                    rates.append(rate)
-                    handle.stats = None
-                    sync = a == cfg.grad_accum - 1 or d.world_size == 1 or not hasattr(wrapped, "no_sync")
-                    with (contextlib.nullcontext() if sync else wrapped.no_sync()), autocast():
-                        outputs = wrapped(**batch)
-                        loss = outputs.loss
-                        aux = getattr(outputs, "stts_aux_loss", None)
-                        if cfg.method == "stts":
-                            if aux is None:
-                                raise RuntimeError("the STTS patch returned no outputs.stts_aux_loss in training mode")
-                            loss = loss + aux  # the STTS patch returns it already weighted by aux_loss_weight
-                            aux_losses.append(float(aux.detach()))
-                    (loss / cfg.grad_accum).backward()
-                    losses.append(float(outputs.loss.detach()))
-                    if handle.stats is not None and handle.stats.tokens_before:
-                        kept = handle.stats.tokens_after / handle.stats.tokens_before
-                    elif cfg.method == "stts":
-                        raise RuntimeError("the STTS patch recorded no keep statistics for a training batch with video")
-                if cfg.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                lr = scheduler.get_last_lr()[0]
-                optimizer.step()
-                scheduler.step()
-                local = sum(losses) / len(losses)
-                mean = _all_mean(local, d)
-                result.losses.append(mean)
-                local_aux = sum(aux_losses) / len(aux_losses) if aux_losses else None
-                mean_aux = _all_mean(local_aux, d) if aux_losses else None
-                if aux_losses:
-                    result.aux_losses.append(mean_aux)
-                result.steps = step + 1
-                if on_step is not None:
-                    on_step(StepInfo(step + 1, mean, local, rates, lr, kept, indices, wrapped, d.rank, d.world_size,
-                                     local_aux))
-                if (step + 1) % cfg.log_every == 0 or step + 1 == total:
-                    logger.log({"step": step + 1, "epoch": f"{(step * cfg.grad_accum) / schedule.micro_per_epoch:.4f}",
-                                "loss": f"{mean:.6f}", "rate": f"{sum(rates) / len(rates):.6f}", "lr": f"{lr:.6g}",
-                                "kept_fraction": f"{kept:.6f}",
-                                "aux_loss": f"{mean_aux:.6f}" if aux_losses else "",
-                                "seconds": f"{time.perf_counter() - t0:.3f}"})
-                bar.update(1)
-                bar.set_postfix(loss=f"{mean:.4f}", rate=f"{rates[-1]:.2f}", kept=f"{kept:.2f}")
-                if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == total:
-                    save(step + 1)
-                if stop.requested(d):
-                    if saved < step + 1:
-                        ckpt = save(step + 1)
-                        log(f"interrupted: saved {ckpt}; continue with the same command plus --resume auto")
-                    else:
-                        log(f"interrupted after step {step + 1} (checkpoint {result.checkpoint_dir})")
-                    raise KeyboardInterrupt
+        run = _setup(cfg, d, log, progress)
+        _loop(run, on_step)
         if not cfg.no_export:
-            try:
-                result.export_dir = _export(cfg, d, wrapped, trainable, handle, tokenizer, processor, out / "export")
-            except Exception as e:  # noqa: BLE001 -- safetensors reports a full disk as its own error type
-                if isinstance(e, OSError) or "No space left on device" in str(e) or "os error 28" in str(e):
-                    raise _write_error(e if isinstance(e, OSError) else OSError(errno.ENOSPC, str(e)),
-                                       out / "export") from None
-                raise
-            log(f"exported to {result.export_dir}")
+            _export_run(run)
         d.barrier()
-        return result
+        return run.result
     finally:
         if d.owns_group:
             torch.distributed.destroy_process_group()
+
+
+@dataclass
+class _Run:
+    """One training run between setup, its steps and the export (what ``train`` used to keep in locals)."""
+
+    cfg: TrainConfig
+    d: _Dist
+    out: Path
+    log: Callable[[str], None]
+    method: _MethodTraining
+    result: TrainResult
+    schedule: Any
+    total: int
+    tokenizer: Any
+    processor: Any
+    start: int = 0
+    saved: int = 0  # the newest step with a checkpoint (start: the one resumed, or nothing at 0)
+    trainable: Any = None  # the model as it trains (a peft model with LoRA)
+    handle: Any = None  # the method's patch handle
+    wrapped: Any = None  # what steps: the trained module, DDP/FSDP-wrapped under torchrun
+    params: list = field(default_factory=list)
+    optimizer: Any = None
+    scheduler: Any = None
+    autocast: Callable[[], Any] | None = None
+    batches: Any = None  # iterator over this rank's micro-batches from ``start`` on
+    logger: Any = None
+    bar: Any = None
+
+    def save(self, step_done: int, rng_state: dict | None = None) -> Path:
+        """Checkpoint the state after ``step_done`` steps (``rng_state``: the RNG to record; default: now)."""
+        ckpt = self.out / "checkpoints" / f"step_{step_done:07d}"
+        _save_checkpoint(ckpt, self.d, self.wrapped, self.optimizer, self.scheduler, step_done, self.cfg, rng_state)
+        self.saved = step_done
+        self.result.checkpoint_dir = str(ckpt)
+        return ckpt
+
+
+def _setup(cfg: TrainConfig, d: _Dist, log, progress: bool | None) -> _Run:
+    """Everything before the first step, in an order that keeps a run reproducible and resumable.
+
+    Output folder and the checkpoint to resume (before anything is written or loaded); the
+    data (every rank reads the same usable list; its shard comes from the schedule); the model
+    (identical initial weights on every rank, then per-rank RNG); optimizer, resumed state, LR
+    schedule; then the data loader, logs and progress bar.
+    """
+    from ..video import SamplingConfig, get_family
+    from .data import ShardedSchedule, VideoQADataset, read_jsonl
+
+    if cfg.strategy == "fsdp" and d.device.type != "cuda":  # up front, on every rank, before any collective
+        raise ValueError(f"strategy='fsdp' needs CUDA devices (torch FSDP has no CPU backend; this run is on "
+                         f"{d.device}); use strategy='ddp' on CPU")
+    if cfg.strategy == "fsdp" and d.world_size == 1:
+        log("strategy=fsdp with a single rank: nothing to shard, training the model unwrapped")
+    out = Path(cfg.output_dir)
+    found = _find_resume(cfg, out, d, log) if cfg.resume else None
+    _prepare_output(cfg, out, d, log, found[0] if found else None)
+    out.mkdir(parents=True, exist_ok=True)
+    records, skipped = read_jsonl(cfg.data, cfg.on_bad_video, progress=bool(progress) and d.main,
+                                  confine=cfg.confine_videos)
+    for bad in skipped:
+        log(f"{cfg.data}:{bad.line}: skipped bad video {bad.video!r}: {bad.reason}")
+    _seed_all(cfg.seed)
+    model, tokenizer, processor = _load(cfg, log)
+    family = get_family(model.config.model_type).name
+    sampling = SamplingConfig(fps=cfg.fps, num_frames=cfg.num_frames, max_frames=cfg.max_frames)
+    dataset = VideoQADataset(records, tokenizer, family, sampling=sampling, min_pixels=cfg.min_pixels,
+                             max_pixels=cfg.max_pixels)
+    schedule = ShardedSchedule(len(records), cfg.batch_size, d.rank, d.world_size, cfg.seed)
+    total = cfg.max_steps or cfg.epochs * (schedule.micro_per_epoch // cfg.grad_accum)
+    if total < 1:
+        raise ValueError(f"{schedule.micro_per_epoch} micro-batches per rank per epoch cannot fill one step of "
+                         f"grad_accum={cfg.grad_accum}; set max_steps or use more data")
+    run = _Run(cfg, d, out, log, _method_training(cfg), TrainResult(steps=0, skipped=skipped), schedule, total,
+               tokenizer, processor)
+    _build_model(run, model)
+    rng = _resume(run, found)
+    del found  # the checkpoint's tensors are in the model and optimizer now
+    _open_data_and_logs(run, dataset, progress)
+    if rng is not None:
+        _restore_rng(rng, d)
+    log(f"{len(records)} samples ({len(skipped)} skipped), {d.world_size} rank(s), {total} steps, "
+        f"{'bf16 autocast' if _use_bf16(cfg, d) else 'fp32'} on {d.device}")
+    return run
+
+
+def _build_model(run: _Run, model) -> None:
+    """Freeze / LoRA, patch the method, move to the device, wrap for DDP/FSDP; the optimizer over what trains."""
+    cfg, d = run.cfg, run.d
+    run.trainable, base = run.method.trainable(model)
+    run.handle = run.method.patch(base)
+    module = run.method.module(run.trainable, run.handle)
+    module.to(d.device)
+    _seed_all(cfg.seed * 1000 + d.rank)  # dropout etc. differ per rank, reproducibly
+    run.wrapped = _wrap(cfg, d, module)
+    run.params = [p for p in run.wrapped.parameters() if p.requires_grad]
+    run.optimizer = torch.optim.AdamW(run.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    for group in run.optimizer.param_groups:  # the key a checkpoint's param_groups carry (LambdaLR adds it)
+        group["initial_lr"] = cfg.lr
+
+
+def _resume(run: _Run, found: tuple[Path, dict, dict] | None) -> dict | None:
+    """Load the checkpoint found (if any) and build the LR schedule at its step; returns its RNG state."""
+    cfg = run.cfg
+    rng = None
+    if found is not None:
+        path, state, rng = found
+        run.start = _apply_checkpoint(path, state, run.d, run.wrapped, run.optimizer, cfg, run.total, run.log)
+    elif cfg.resume:
+        run.log("resume=auto: no complete checkpoint yet, starting from step 0")
+    # The schedule is a function of (step, settings): rebuilt at the resumed step, so a changed lr /
+    # schedule / warm-up / length applies from there on (the optimizer's saved lr is overwritten).
+    for group in run.optimizer.param_groups:
+        group["initial_lr"] = cfg.lr
+        group["weight_decay"] = cfg.weight_decay
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, _lr_lambda(cfg, run.total),
+                                                      last_epoch=run.start - 1)
+    run.saved = run.result.steps = run.start
+    return rng
+
+
+def _use_bf16(cfg: TrainConfig, d: _Dist) -> bool:
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and d.device.type == "cuda"
+                                       and torch.cuda.is_bf16_supported())
+
+
+def _open_data_and_logs(run: _Run, dataset, progress: bool | None) -> None:
+    """The micro-batch loader from the start step on, autocast, the CSV/TensorBoard logger and the progress bar."""
+    from tqdm.auto import tqdm
+
+    from .data import _MicroBatches
+
+    cfg, d, start = run.cfg, run.d, run.start
+    use_bf16 = _use_bf16(cfg, d)
+    run.autocast = lambda: torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    loader = torch.utils.data.DataLoader(
+        _MicroBatches(dataset, run.schedule, start * cfg.grad_accum, run.total * cfg.grad_accum,
+                      run.tokenizer.pad_token_id),
+        batch_size=None, shuffle=False, num_workers=cfg.num_workers,
+        worker_init_fn=_ignore_sigint if cfg.num_workers else None)
+    run.batches = iter(loader)
+    run.logger = _Logger(run.out, start, d.main)
+    show = (sys.stderr.isatty() if progress is None else progress) and d.main
+    run.bar = tqdm(total=run.total, initial=start, desc=f"train {cfg.method}", unit="step", disable=not show,
+                   file=sys.stderr)
+
+
+def _loop(run: _Run, on_step) -> None:
+    """Steps ``start .. total - 1``: each one optimizer step, then its logs, checkpoint and the Ctrl-C check."""
+    cfg = run.cfg
+    run.wrapped.train()
+    stop = _StopOnSigint(run.log)
+    with stop, _closing(run.bar, run.logger):
+        for step in range(run.start, run.total):
+            t0 = time.perf_counter()
+            info, mean_aux = _step(run, step)
+            run.result.steps = step + 1
+            if on_step is not None:
+                on_step(info)
+            _log_step(run, step, info, mean_aux, t0)
+            if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == run.total:
+                run.save(step + 1)
+            if stop.requested(run.d):
+                if run.saved < step + 1:
+                    ckpt = run.save(step + 1)
+                    run.log(f"interrupted: saved {ckpt}; continue with the same command plus --resume auto")
+                else:
+                    run.log(f"interrupted after step {step + 1} (checkpoint {run.result.checkpoint_dir})")
+                raise KeyboardInterrupt
+
+
+def _step(run: _Run, step: int) -> tuple[StepInfo, float | None]:
+    """One optimizer step (0-based ``step``) over ``grad_accum`` micro-batches: ``(StepInfo, global mean aux loss)``."""
+    cfg, d = run.cfg, run.d
+    rng_before = _rng_state(d)  # what a checkpoint of the previous step records, if this one fails
+    run.optimizer.zero_grad(set_to_none=True)
+    losses, aux_losses, rates, indices, kept = [], [], [], [], 1.0
+    for a in range(cfg.grad_accum):
+        loss, aux, rate, idx, batch_kept = _micro_step(run, step, a, rng_before)
+        losses.append(loss)
+        if aux is not None:
+            aux_losses.append(aux)
+        rates.append(rate)
+        indices += idx
+        kept = kept if batch_kept is None else batch_kept
+    if cfg.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(run.params, cfg.max_grad_norm)
+    lr = run.scheduler.get_last_lr()[0]
+    run.optimizer.step()
+    run.scheduler.step()
+    local = sum(losses) / len(losses)
+    mean = _all_mean(local, d)
+    run.result.losses.append(mean)
+    local_aux = sum(aux_losses) / len(aux_losses) if aux_losses else None
+    mean_aux = _all_mean(local_aux, d) if aux_losses else None
+    if aux_losses:
+        run.result.aux_losses.append(mean_aux)
+    info = StepInfo(step + 1, mean, local, rates, lr, kept, indices, run.wrapped, d.rank, d.world_size, local_aux)
+    return info, mean_aux
+
+
+def _micro_step(run: _Run, step: int, micro: int, rng_before: dict) -> tuple[float, float | None, float, list, float | None]:
+    """Forward + backward of one micro-batch: ``(task loss, aux loss or None, rate, sample indices, kept fraction or None)``."""
+    cfg, d, handle, wrapped = run.cfg, run.d, run.handle, run.wrapped
+    batch = _next_batch(run, step, rng_before)
+    indices = batch.pop("index").tolist()
+    batch = {k: v.to(d.device) for k, v in batch.items()}
+    rate = run.method.step_rate(handle, step, micro)
+    handle.stats = None
+    sync = micro == cfg.grad_accum - 1 or d.world_size == 1 or not hasattr(wrapped, "no_sync")
+    with (contextlib.nullcontext() if sync else wrapped.no_sync()), run.autocast():
+        outputs = wrapped(**batch)
+        loss, aux = run.method.loss(outputs)
+    (loss / cfg.grad_accum).backward()
+    kept = None
+    if handle.stats is not None and handle.stats.tokens_before:
+        kept = handle.stats.tokens_after / handle.stats.tokens_before
+    else:
+        run.method.missing_stats()
+    return float(outputs.loss.detach()), aux, rate, indices, kept
+
+
+def _next_batch(run: _Run, step: int, rng_before: dict) -> dict:
+    """The next micro-batch; on a video that fails to decode, checkpoint the end of the last step first (one process)."""
+    from .data import DataError
+
+    try:
+        return next(run.batches)
+    except DataError as e:  # a video that passed the header check fails to decode
+        text = _data_error_text(e)
+        # The model is still at the end of `step`: keep it (one process only; under torchrun the
+        # other ranks are blocked in a collective and cannot join the save).
+        if run.d.world_size == 1 and run.saved < step:
+            try:
+                run.log(f"data error; saved {run.save(step, rng_before)} first")
+            except OSError as save_error:
+                run.log(f"data error; could not save a checkpoint first: {save_error}")
+        raise DataError(text) from None
+
+
+def _log_step(run: _Run, step: int, info: StepInfo, mean_aux: float | None, t0: float) -> None:
+    """A CSV/TensorBoard row every ``log_every`` steps (and at the last); the progress bar every step."""
+    cfg, rates = run.cfg, info.rates
+    if (step + 1) % cfg.log_every == 0 or step + 1 == run.total:
+        run.logger.log({"step": step + 1, "epoch": f"{(step * cfg.grad_accum) / run.schedule.micro_per_epoch:.4f}",
+                        "loss": f"{info.loss:.6f}", "rate": f"{sum(rates) / len(rates):.6f}", "lr": f"{info.lr:.6g}",
+                        "kept_fraction": f"{info.kept_fraction:.6f}",
+                        "aux_loss": f"{mean_aux:.6f}" if mean_aux is not None else "",
+                        "seconds": f"{time.perf_counter() - t0:.3f}"})
+    run.bar.update(1)
+    run.bar.set_postfix(loss=f"{info.loss:.4f}", rate=f"{rates[-1]:.2f}", kept=f"{info.kept_fraction:.2f}")
+
+
+def _export_run(run: _Run) -> None:
+    """Write the export; a full disk is one line naming the export folder."""
+    try:
+        run.result.export_dir = _export(run, run.out / "export")
+    except Exception as e:  # noqa: BLE001 -- safetensors reports a full disk as its own error type
+        if isinstance(e, OSError) or "No space left on device" in str(e) or "os error 28" in str(e):
+            raise _write_error(e if isinstance(e, OSError) else OSError(errno.ENOSPC, str(e)),
+                               run.out / "export") from None
+        raise
+    run.log(f"exported to {run.result.export_dir}")
 
 
 @contextlib.contextmanager
@@ -846,40 +1057,28 @@ def _wrap(cfg: TrainConfig, d: _Dist, model):
                 device_id=d.device if d.device.type == "cuda" else None)
 
 
-def _export(cfg: TrainConfig, d: _Dist, wrapped, trainable, handle, tokenizer, processor, path: Path) -> str:
+def _export(run: _Run, path: Path) -> str:
     """Rank 0 writes a standard HF checkpoint: patch removed, LoRA merged, the serving rate in its config.
 
-    ``method='stts'``: the scorer goes to ``stts_scorer.safetensors`` (``handle.save_scorer``)
-    with the STTSConfig it was trained with in ``stts_config.json``; the model itself is
-    written only when it was trained (``train_base``).
+    What the method exports beside it comes first (``method='stts'``: the scorer and the
+    STTSConfig it was trained with; the model itself only when it was trained, ``train_base``).
     """
-    if cfg.method == "stts":
-        if d.main:
-            path.mkdir(parents=True, exist_ok=True)
-            handle.save_scorer(str(path / STTS_SCORER_FILE))
-            scfg = dataclasses.asdict(stts_config(cfg))
-            scfg.pop("scorer_path")
-            (path / STTS_SETTINGS_FILE).write_text(json.dumps(
-                {"base_model": cfg.model, "base_model_exported": cfg.train_base, "stts": scfg}, indent=2) + "\n")
-        if not cfg.train_base:
-            return str(path)
+    cfg, d = run.cfg, run.d
+    if not run.method.export_extras(d, run.handle, path):
+        return str(path)
     full = None
     if cfg.strategy == "fsdp" and d.world_size > 1:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        full = get_model_state_dict(wrapped, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        full = get_model_state_dict(run.wrapped, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if d.main:
-        handle.remove()
-        model = trainable.merge_and_unload() if cfg.lora else trainable
+        run.handle.remove()
+        model = run.trainable.merge_and_unload() if cfg.lora else run.trainable
         rate = cfg.serving_rate
         if rate is not None:
             model.config.video_pruning_rate = rate  # the key serving engines read (vLLM, SGLang)
-        model.config.videoprune_training = {"method": cfg.method, "rate_dist": cfg.rate_dist,
-                                            "export_rate": rate, "lora": cfg.lora}
-        if cfg.method == "stts":
-            model.config.videoprune_training = {"method": "stts", "lora": cfg.lora, "stts_ratio": cfg.stts_ratio,
-                                                "stts_prune_at": cfg.stts_prune_at, "scorer": STTS_SCORER_FILE}
+        model.config.videoprune_training = run.method.training_record()
         path.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(str(path), state_dict=full)
-        (processor or tokenizer).save_pretrained(str(path))
+        (run.processor or run.tokenizer).save_pretrained(str(path))
     return str(path)

@@ -22,14 +22,13 @@ import numpy as np
 import torch
 
 from ..core import pixel_retention_mask, retained_count, retention_mask, threshold_mask
-from ..validate import check_rate, check_threshold
+from ..validate import DEFAULT_RATE, check_budget
 from .decode import Clip, SamplingConfig, VideoError, VideoLimits, decode, probe, sample_indices
 from .preprocess import FamilySpec, VideoTensors, _target_size, get_family, preprocess
 
 __all__ = ["AnalyzeConfig", "AnalysisReport", "MAX_SHEET_FRAMES", "analyze", "analyze_clip", "estimate_analyze_bytes",
            "format_summary", "render_contact_sheet", "sheet_frames"]
 
-DEFAULT_RATE = 0.75
 CRITERIA = ("pixel", "embedding")
 #: most frames a contact sheet draws (evenly spaced past it): its size and drawing time stay bounded
 MAX_SHEET_FRAMES = 64
@@ -58,14 +57,7 @@ class AnalyzeConfig:
     out: str = field(default="videoprune-analyze", metadata={"help": "folder for the PNG and JSON report"})
 
     def __post_init__(self) -> None:
-        if self.rate is not None and self.threshold is not None:
-            raise ValueError("give either --rate or --threshold, not both")
-        if self.rate is not None:
-            self.rate = check_rate(self.rate)
-        if self.threshold is not None:
-            self.threshold = check_threshold(self.threshold)
-        if self.rate is None and self.threshold is None:
-            self.rate = DEFAULT_RATE
+        self.rate, self.threshold = check_budget(self.rate, self.threshold)
         if self.criterion is None:
             self.criterion = "embedding" if self.model else "pixel"
         if self.criterion not in CRITERIA:

@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..core.evs import retained_count
-from ..methods import get_method
+from ..methods import get_method, method_names
 from ..models.registry import FAMILIES as _REGISTERED
 from ..stts.select import drop_count
 
@@ -33,16 +33,14 @@ __all__ = ["BLOCK", "FAMILIES", "SERVED", "TESTED_VLLM", "PluginConfig", "check_
 BLOCK = "videoprune"
 #: vLLM releases the plug-in was tested on (major.minor); others are refused unless allowed
 TESTED_VLLM = ("0.32",)
-#: ``architecture -> methods`` the plug-in serves, by the vLLM (= transformers) class it replaces (Qwen3-VL: see
-#: videoprune.vllm's module docstring). Qwen2-VL has no STTS integration on the HF side
-#: (``get_method("stts").families()``), so none here either.
-SERVED: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "Qwen2_5_VLForConditionalGeneration": ("evs", "evs-pre", "stts"),
-    "Qwen2VLForConditionalGeneration": ("evs", "evs-pre"),
-})
-#: ``model_type -> methods`` the plug-in serves; the model_types are the family records' (videoprune.models.registry)
+#: the vLLM (= transformers) classes the plug-in replaces with a pruning-aware subclass (Qwen3-VL: see
+#: videoprune.vllm's module docstring)
+SERVED: tuple[str, ...] = ("Qwen2_5_VLForConditionalGeneration", "Qwen2VLForConditionalGeneration")
+#: ``model_type -> methods`` the plug-in serves: the table's vLLM methods that the family has on the HF side
+#: (``Method.families()``; Qwen2-VL has no STTS integration, so no stts there); model_types from the family records
 FAMILIES: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {t: SERVED[f.classes[1]] for f in _REGISTERED if f.classes[1] in SERVED for t in f.model_types})
+    {t: tuple(m for m in method_names("vllm") if t in get_method(m).families())
+     for f in _REGISTERED if f.classes[1] in SERVED for t in f.model_types})
 _FIELDS = ("method", "rate", "scorer_path")
 _THRESHOLD_WHY = ("threshold mode is not available in vLLM: vLLM sizes a prompt's video placeholders from the "
                   "grid and the rate before any features exist, and a threshold's token count depends on the "
