@@ -160,8 +160,10 @@ def _hf_generate(model_class: str, ckpt: str, inputs_path: Path, prompt_ids: lis
             keep = None
             if name == "stts":
                 keep = torch.cat([s.keep_flat for s in handle.last_selection]).tolist()
-            elif handle is not None:  # EVS: the patch's own plan, over the video placeholders
-                keep = handle._plan.keep[0][ids[0] == model.config.video_token_id].tolist()
+            elif handle is not None:  # EVS: the patch's own plan of a prefill (generate's last step is a decode)
+                video = ids == model.config.video_token_id  # token types: 2 marks video (Qwen2-VL's forward wants them)
+                model(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=video.long() * 2, **inputs)
+                keep = handle.plan.keep[0][video[0]].tolist()
         finally:
             if handle is not None:
                 handle.remove()
