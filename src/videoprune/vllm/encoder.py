@@ -13,9 +13,9 @@ features: one *merge unit* is ``spatial_merge_size**2`` consecutive patch rows (
 Only vLLM's own modules run (``patch_embed``, ``blocks``, ``merger``, its attention backend); what
 changes is the metadata the tower's ``forward`` takes (``encoder_metadata``), built here for the
 kept units by :func:`kept_metadata`. Qwen2-VL's metadata has no window permutation
-(``window_index``), so :func:`to_window` / :func:`to_raster` leave its rows as they are. STTS's block with the soft key bias
-(:func:`block_with_key_bias`) is the one place that computes attention itself, because vLLM's
-encoder attention takes no bias.
+(``window_index``), so :func:`to_window` / :func:`to_raster` leave its rows as they are. STTS's
+block with the soft key bias (:func:`block_with_key_bias`, Qwen2.5-VL only) is the one place that
+computes attention itself, because vLLM's encoder attention takes no bias.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def encode_kept(visual, pixels: torch.Tensor, grid_thw: Sequence[Sequence[int]],
     """``(K, D)`` features of the kept units (raster order), encoding only their patch rows (pre-encoder EVS).
 
     ``pixels`` are normalised (:func:`normalized_pixels`), all patch rows; the steps of
-    ``Qwen2_5_VisionTransformer.forward`` after its input norm run on the kept rows only.
+    the tower's ``forward`` (Qwen2.5-VL or Qwen2-VL) after its input norm run on the kept rows only.
     """
     unit = merge_unit(visual)
     meta = kept_metadata(visual, grid_thw, keep_units)
