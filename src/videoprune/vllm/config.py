@@ -18,23 +18,29 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from ..core.evs import retained_count
 from ..methods import get_method, method_names
+from ..models.registry import FAMILIES as _REGISTERED
 from ..stts.select import drop_count
 
-__all__ = ["BLOCK", "FAMILIES", "TESTED_VLLM", "PluginConfig", "check_vllm_version", "kept_tokens", "parse_block",
+__all__ = ["BLOCK", "FAMILIES", "SERVED", "TESTED_VLLM", "PluginConfig", "check_vllm_version", "kept_tokens", "parse_block",
            "stts_fingerprint_fields"]
 
 #: the key of the block in hf_overrides / config.json
 BLOCK = "videoprune"
 #: vLLM releases the plug-in was tested on (major.minor); others are refused unless allowed
 TESTED_VLLM = ("0.32",)
-#: ``model_type -> methods`` the plug-in serves (Qwen3-VL: see videoprune.vllm's module docstring)
-FAMILIES: Mapping[str, tuple[str, ...]] = {
-    "qwen2_5_vl": method_names("vllm"),  # evs, evs-pre, stts: every method the table offers vLLM
-}
+#: the vLLM (= transformers) classes the plug-in replaces with a pruning-aware subclass (Qwen3-VL: see
+#: videoprune.vllm's module docstring)
+SERVED: tuple[str, ...] = ("Qwen2_5_VLForConditionalGeneration", "Qwen2VLForConditionalGeneration")
+#: ``model_type -> methods`` the plug-in serves: the table's vLLM methods that the family has on the HF side
+#: (``Method.families()``; Qwen2-VL has no STTS integration, so no stts there); model_types from the family records
+FAMILIES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {t: tuple(m for m in method_names("vllm") if t in get_method(m).families())
+     for f in _REGISTERED if f.classes[1] in SERVED for t in f.model_types})
 _FIELDS = ("method", "rate", "scorer_path")
 _THRESHOLD_WHY = ("threshold mode is not available in vLLM: vLLM sizes a prompt's video placeholders from the "
                   "grid and the rate before any features exist, and a threshold's token count depends on the "
@@ -128,10 +134,10 @@ def _check_rate(rate: Any) -> float:
     return float(rate)
 
 
-def stts_fingerprint_fields(vision_config: Any, prune_at: int, pool: int) -> dict[str, Any]:
-    """The fields an STTS scorer file is stamped with for Qwen2.5-VL (as the HF integration writes them)."""
+def stts_fingerprint_fields(vision_config: Any, prune_at: int, pool: int, model_type: str) -> dict[str, Any]:
+    """The fields an STTS scorer file is stamped with for Qwen2.5-VL (``model_type``), as the HF integration writes them."""
     vc = vision_config
-    return {"model_type": "qwen2_5_vl", "hidden_size": int(vc.hidden_size), "depth": int(vc.depth),
+    return {"model_type": model_type, "hidden_size": int(vc.hidden_size), "depth": int(vc.depth),
             "patch_size": int(vc.patch_size), "temporal_patch_size": int(vc.temporal_patch_size),
             "num_heads": int(vc.num_heads), "window_size": int(vc.window_size),
             "fullatt_block_indexes": [int(v) for v in vc.fullatt_block_indexes],
@@ -168,7 +174,7 @@ def _stts_config(rate: float, scorer: Any, model_type: str, vision_config: Any):
         prune_at = fields.get("prune_at")
         if not isinstance(prune_at, int):
             raise _field_error("scorer_path", f"{scorer} records no prune_at")
-        want = stts_fingerprint_fields(vision_config, prune_at, pool)
+        want = stts_fingerprint_fields(vision_config, prune_at, pool, model_type)
         if fields != want:
             diff = ", ".join(f"{k}: scorer {fields.get(k)!r} vs model {want.get(k)!r}"
                              for k in sorted(set(fields) | set(want)) if fields.get(k) != want.get(k))

@@ -1,29 +1,45 @@
-"""Pruning-aware subclass of vLLM's Qwen2.5-VL (vLLM 0.32), and its multimodal processor.
+"""Pruning-aware subclasses of vLLM's Qwen2.5-VL and Qwen2-VL (vLLM 0.32), and their multimodal processors.
 
-The class keeps vLLM's constructor (``__init__(self, *, vllm_config, prefix="")``) and, without a
+Each class keeps vLLM's constructor (``__init__(self, *, vllm_config, prefix="")``) and, without a
 ``videoprune`` block, changes nothing: every override calls vLLM's own method. With a block it
 reuses vLLM's own EVS plumbing, which already carries pruned video through the engine:
 
-* prompt placeholders: :class:`VideopruneQwen2_5_VLProcessor` sizes each video's placeholder run
-  with :func:`videoprune.vllm.config.kept_tokens` (shapes and rate only), in
-  ``_get_prompt_updates``, the hook where vLLM's EVS sizes it;
+* prompt placeholders: the processors (:class:`VideopruneQwen2_5_VLProcessor`,
+  :class:`VideopruneQwen2VLProcessor`) size each video's placeholder run with
+  :func:`videoprune.vllm.config.kept_tokens` (shapes and rate only), in ``_get_prompt_updates``,
+  the hook where vLLM's EVS sizes it;
 * positions: each video's kept embeddings carry their original M-RoPE ids in 4 extra channels
   (``compute_mrope_for_media`` gathered by the keep mask), and the model runner's
-  ``recompute_mrope_positions`` (vLLM's, inherited) writes them into the request's positions, so
-  kept tokens keep their unpruned ids and decoding continues after the unpruned sequence;
+  ``recompute_mrope_positions`` writes them into the request's positions, so kept tokens keep
+  their unpruned ids and decoding continues after the unpruned sequence;
 * selection: :mod:`videoprune.core` (EVS on embeddings or pixels) and the STTS scorer, the code the
   HF patch runs, so both engines keep the same tokens.
+
+The shared part is :class:`PruningMixin`. vLLM's Qwen2.5-VL class already implements
+``SupportsMultiModalPruning``; its Qwen2-VL class does not, so :class:`VideopruneQwen2VL` adds it
+when a block is configured: vLLM's own ``recompute_mrope_positions`` and image-position
+post-processing (borrowed from the Qwen2.5-VL class: the same token ids and position layout), an
+``embed_multimodal`` that appends the position channels, and no encoder CUDA graphs (they would
+bypass that post-processing, as vLLM's Qwen2.5-VL turns them off under EVS).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
+
 import torch
 from vllm.model_executor.models.qwen2_5_vl import (
     Qwen2_5_VLDummyInputsBuilder,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2_5_VLMultiModalProcessor,
     Qwen2_5_VLProcessingInfo,
+)
+from vllm.model_executor.models.qwen2_vl import (
+    Qwen2VLDummyInputsBuilder,
+    Qwen2VLForConditionalGeneration,
+    Qwen2VLMultiModalProcessor,
+    Qwen2VLProcessingInfo,
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.processing import PromptReplacement
@@ -33,7 +49,8 @@ from ..core.evs import pixel_retention_mask, retention_mask
 from . import encoder as E
 from .config import BLOCK, PluginConfig, kept_tokens, parse_block
 
-__all__ = ["VideopruneQwen2_5_VL", "VideopruneQwen2_5_VLProcessor", "plugin_config", "observers"]
+__all__ = ["PruningMixin", "VideopruneQwen2VL", "VideopruneQwen2VLProcessor", "VideopruneQwen2_5_VL",
+           "VideopruneQwen2_5_VLProcessor", "plugin_config", "observers"]
 
 #: callables ``fn(event: dict)`` told about every pruned video (method, grid, keep mask, encoder
 #: rows); for tests and benchmarks in the engine's process. Empty in normal serving.
@@ -48,8 +65,8 @@ def plugin_config(hf_config) -> PluginConfig | None:
     return parse_block(block, hf_config.model_type, getattr(hf_config, "vision_config", None))
 
 
-class VideopruneQwen2_5_VLProcessor(Qwen2_5_VLMultiModalProcessor):
-    """vLLM's Qwen2.5-VL processor; with a block, each video's placeholder run has the kept count."""
+class KeptPlaceholdersMixin:
+    """A Qwen-VL multimodal processor whose video placeholder runs have the kept count when a block is set."""
 
     def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs):
         plugin = plugin_config(self.info.get_hf_config())
@@ -69,10 +86,21 @@ class VideopruneQwen2_5_VLProcessor(Qwen2_5_VLMultiModalProcessor):
                 for m in ("image", "video")]
 
 
-@MULTIMODAL_REGISTRY.register_processor(VideopruneQwen2_5_VLProcessor, info=Qwen2_5_VLProcessingInfo,
-                                        dummy_inputs=Qwen2_5_VLDummyInputsBuilder)
-class VideopruneQwen2_5_VL(Qwen2_5_VLForConditionalGeneration):
-    """vLLM's Qwen2.5-VL, pruning video by the ``videoprune`` block of its config (none: unchanged)."""
+class VideopruneQwen2_5_VLProcessor(KeptPlaceholdersMixin, Qwen2_5_VLMultiModalProcessor):
+    """vLLM's Qwen2.5-VL processor; with a block, each video's placeholder run has the kept count."""
+
+
+class VideopruneQwen2VLProcessor(KeptPlaceholdersMixin, Qwen2VLMultiModalProcessor):
+    """vLLM's Qwen2-VL processor; with a block, each video's placeholder run has the kept count."""
+
+
+class PruningMixin:
+    """Video pruning by the ``videoprune`` block, for a vLLM Qwen-VL model class (put before it in the bases).
+
+    Holds what both families share: the block (``self.videoprune``, None without one), the encoder
+    path of ``evs-pre`` and ``stts``, and the LLM-side keep mask with position channels
+    (``_postprocess_video_embeds_evs``, the hook vLLM's EVS uses).
+    """
 
     def __init__(self, *, vllm_config, prefix: str = ""):
         super().__init__(vllm_config=vllm_config, prefix=prefix)
@@ -84,10 +112,11 @@ class VideopruneQwen2_5_VL(Qwen2_5_VLForConditionalGeneration):
         _check_engine(self, vllm_config)
         # images get their position channels too: the runner's recompute reads them from every item
         self.is_multimodal_pruning_enabled = True
+        # per instance: only a model with a block tells the runner to recompute positions
+        self.supports_multimodal_pruning = True
         if self.videoprune.method == "stts":
             # kept out of the module tree: vLLM's loader would look for its weights in the checkpoint
-            self.__dict__["videoprune_scorer"] = _load_scorer(self.videoprune.config, self.visual,
-                                                              self.config.vision_config)
+            self.__dict__["videoprune_scorer"] = _load_scorer(self.videoprune.config, self.visual, self.config)
 
     # ---- encoder -------------------------------------------------------------------------------------
     def _process_video_input(self, video_input):
@@ -101,14 +130,14 @@ class VideopruneQwen2_5_VL(Qwen2_5_VLForConditionalGeneration):
         if self.videoprune.method == "evs-pre":
             keeps = [self._pre_encoder_keep(pixels, grid)]
             feats = E.encode_kept(self.visual, pixels, grid, keeps[0])
-            rows = int(keeps[0].sum()) * self.visual.spatial_merge_unit
+            rows = int(keeps[0].sum()) * E.merge_unit(self.visual)
         else:
             from .stts import encode_stts
 
             feats, keeps, rows = encode_stts(self.visual, self.videoprune_scorer, self.videoprune.config, pixels, grid)
         keep = torch.cat(keeps)
         self._notify(grid, keep, rows)
-        sizes = [t * h * w // self.visual.spatial_merge_unit for t, h, w in grid]
+        sizes = [t * h * w // E.merge_unit(self.visual) for t, h, w in grid]
         self._videoprune_keep = list(keep.split(sizes))
         return feats.split([int(k.sum()) for k in self._videoprune_keep])
 
@@ -127,7 +156,8 @@ class VideopruneQwen2_5_VL(Qwen2_5_VLForConditionalGeneration):
         grid = video_input["video_grid_thw"].tolist()
         seconds = video_input.get("second_per_grid_ts")
         seconds = [1] * len(grid) if seconds is None else seconds.long().tolist()  # as vLLM's EVS casts it
-        tps = self.config.vision_config.tokens_per_second
+        # Qwen2-VL's config has none: vLLM's get_mrope_input_positions then uses 1.0, and so do we
+        tps = getattr(self.config.vision_config, "tokens_per_second", 1.0)
         merge = self.visual.spatial_merge_size
         out = []
         for i, (emb, size) in enumerate(zip(video_embeds_split, grid)):
@@ -142,6 +172,46 @@ class VideopruneQwen2_5_VL(Qwen2_5_VLForConditionalGeneration):
         return tuple(out)
 
 
+@MULTIMODAL_REGISTRY.register_processor(VideopruneQwen2_5_VLProcessor, info=Qwen2_5_VLProcessingInfo,
+                                        dummy_inputs=Qwen2_5_VLDummyInputsBuilder)
+class VideopruneQwen2_5_VL(PruningMixin, Qwen2_5_VLForConditionalGeneration):
+    """vLLM's Qwen2.5-VL, pruning video by the ``videoprune`` block of its config (none: unchanged)."""
+
+
+@MULTIMODAL_REGISTRY.register_processor(VideopruneQwen2VLProcessor, info=Qwen2VLProcessingInfo,
+                                        dummy_inputs=Qwen2VLDummyInputsBuilder)
+class VideopruneQwen2VL(PruningMixin, Qwen2VLForConditionalGeneration):
+    """vLLM's Qwen2-VL, pruning video by the ``videoprune`` block of its config (none: unchanged).
+
+    vLLM's Qwen2-VL has no multimodal pruning; with a block this class adds it (see the module
+    docstring). Methods: ``evs`` and ``evs-pre`` (STTS has no Qwen2-VL integration; the block
+    refuses it at engine start).
+    """
+
+    # vLLM's own (Qwen2.5-VL's): they read only image/video/vision-start token ids, the merge size and
+    # the image grid, which Qwen2-VL shares; the class does not claim pruning (vLLM's video_pruning_rate
+    # stays as unsupported as on vLLM's Qwen2-VL), an instance with a block does (PruningMixin.__init__)
+    recompute_mrope_positions = Qwen2_5_VLForConditionalGeneration.recompute_mrope_positions
+    _postprocess_image_embeds_evs = Qwen2_5_VLForConditionalGeneration._postprocess_image_embeds_evs
+
+    def embed_multimodal(self, **kwargs: object):
+        """vLLM's; with a block, every item's embeddings get their position channels and videos are pruned."""
+        if self.videoprune is None:
+            return super().embed_multimodal(**kwargs)
+        out: tuple[torch.Tensor, ...] = ()
+        for modality, item in self._parse_and_validate_multimodal_inputs(**kwargs).items():
+            if modality == "images":
+                out += tuple(self._postprocess_image_embeds_evs(self._process_image_input(item), item))
+            else:
+                out += tuple(self._postprocess_video_embeds_evs(self._process_video_input(item), item))
+        return out
+
+    def get_encoder_cudagraph_config(self):
+        """vLLM's; with a block no modality runs in an encoder CUDA graph (it would skip the position channels)."""
+        config = super().get_encoder_cudagraph_config()
+        return config if self.videoprune is None else dataclasses.replace(config, modalities=[])
+
+
 def _check_engine(model, vllm_config) -> None:
     """Refuse engine settings the block cannot honour (never ignore the block silently)."""
     mm = vllm_config.model_config.multimodal_config
@@ -152,7 +222,7 @@ def _check_engine(model, vllm_config) -> None:
         raise ValueError(f"{BLOCK}.method: {model.videoprune.method!r} does not support mm_encoder_tp_mode='data' yet")
 
 
-def _load_scorer(cfg, visual, vision_config) -> torch.nn.Module:
+def _load_scorer(cfg, visual, hf_config) -> torch.nn.Module:
     """The STTS scorer of ``cfg.scorer_path``, fingerprint checked against the checkpoint, float32 on the tower's device."""
     from ..stts.scorer import STTSScorer
     from ..stts.weights import load_scorer_state
@@ -161,6 +231,7 @@ def _load_scorer(cfg, visual, vision_config) -> torch.nn.Module:
     pool = int(visual.spatial_merge_size)
     scorer = STTSScorer(int(visual.hidden_size), pool, cfg.mlp_hidden, cfg.attn_dim)
     arch = {"width": scorer.width, "pool": scorer.pool, "mlp_hidden": cfg.mlp_hidden, "attn_dim": cfg.attn_dim}
-    state = load_scorer_state(cfg.scorer_path, stts_fingerprint_fields(vision_config, cfg.prune_at, pool), arch)
+    fields = stts_fingerprint_fields(hf_config.vision_config, cfg.prune_at, pool, hf_config.model_type)
+    state = load_scorer_state(cfg.scorer_path, fields, arch)
     scorer.load_state_dict(state)
     return scorer.float().to(visual.device).eval()

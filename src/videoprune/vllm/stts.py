@@ -51,5 +51,5 @@ def encode_stts(visual, scorer, cfg, pixels: torch.Tensor, grid: list[list[int]]
     h = E.to_raster(x.squeeze(1), full, unit).reshape(-1, unit, x.shape[-1])[keep].reshape(-1, x.shape[-1])
     h = E.to_window(h, kept, unit).unsqueeze(1)
     h = E.run_blocks(visual, h, kept, range(k + 2, len(visual.blocks)))
-    feats = visual.merger(h)[kept["reverse_indices"]]
+    feats = E.merge_to_raster(visual, h, kept)
     return feats, keeps, int(h.shape[0])
