@@ -236,7 +236,12 @@ class PruneHandle:
 
     @property
     def plan(self) -> KeepPlan | None:
-        """The :class:`KeepPlan` of the calling thread's last pruned prefill (None if none)."""
+        """The :class:`KeepPlan` of the calling thread's last outer forward, if that was a pruned prefill.
+
+        None after an unpruned call and after a decode step: each outer forward starts by clearing
+        it, so after ``generate`` (which ends on decode steps) read ``stats`` instead, or call the
+        model once for the prefill and read ``plan`` then.
+        """
         return self._plan
 
     @property

@@ -129,7 +129,7 @@ def test_pruned_logits_equal_unpatched_model_on_kept_tokens(model, patched):
     h = patched()
     got = logits(model, inputs)
     plan = h._plan
-    feats = h._stts_encoded[-1][0]
+    feats = h.encodes("stts").entries[-1][0]
     h.remove()
     ids = plan.gather(inputs["input_ids"]).masked_fill(plan.attention_mask == 0, 0)
     full = torch.arange(inputs["input_ids"].shape[1]).expand_as(inputs["input_ids"])

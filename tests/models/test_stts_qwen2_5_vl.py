@@ -95,7 +95,7 @@ def test_kept_unit_encoder_equals_each_slice_encoded_alone(model, patched):
     with torch.no_grad():
         out = model.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
         ref = _reference_encode(model, h, inputs)
-    keep = h._stts_encoded[-1][1]
+    keep = h.encodes("stts").entries[-1][1]
     got = torch.cat(out.pooler_output)[keep]
     assert got.shape == ref.shape
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)

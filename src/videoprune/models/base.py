@@ -115,8 +115,9 @@ class ModelAdapter:
                              "which EVS always keeps whole, so it would prune nothing")
         if cfg.stage == "pre_encoder" and not self.supports_pre_encoder:
             ok = sorted(pre_encoder_types)
-            raise ValueError(f"stage='pre_encoder' is not supported for {self.config.model_type}; it is "
-                             f"supported for: {', '.join(ok)}. Use stage='post_encoder'")
+            where = f"; it is supported for: {', '.join(ok)}" if ok else ""
+            raise ValueError(f"stage='pre_encoder' is not supported for {self.config.model_type}{where}. "
+                             "Use stage='post_encoder'")
         if cfg.criterion == "pixel" and not self.supports_pixel_criterion:
             raise ValueError(f"criterion='pixel' is not supported for {self.config.model_type}; "
                              "use criterion='embedding'")

@@ -112,7 +112,7 @@ class Family:
         if adapter is None and model_types is None:
             raise ValueError(f"family {prefix!r} needs an adapter or model_types")
         types = tuple(adapter.model_types if model_types is None else model_types)
-        return cls(name=types[0] if types else "", model_types=types,
+        return cls(name=types[0], model_types=types,
                    classes=(f"{prefix}Config", f"{prefix}ForConditionalGeneration"), tiny_config=tiny_config,
                    adapter=adapter, **fields)
 

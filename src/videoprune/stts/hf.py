@@ -77,11 +77,6 @@ class STTSHandle(PruneHandle):
     aux_loss = per_thread("aux_loss", "the calling thread's last auxiliary loss (training), else None")
     last_selection = per_thread("last_selection", "per video of the calling thread's last call", default=())
 
-    @property
-    def _stts_encoded(self) -> list[tuple]:
-        """The calling thread's recent STTS encodes, oldest first (what the tests inspect)."""
-        return self.encodes("stts").entries
-
     def begin_forward(self) -> None:
         """Forget the previous call's plan and auxiliary loss."""
         super().begin_forward()
