@@ -90,6 +90,8 @@ def run_case(case: dict, ckpt: str, video, max_tokens: int, out_dir: str) -> dic
         kwargs["hf_overrides"] = case["hf_overrides"]
     if case.get("video_pruning_rate"):
         kwargs["video_pruning_rate"] = case["video_pruning_rate"]
+    if case.get("model_impl"):
+        kwargs["model_impl"] = case["model_impl"]
     orig_mask = Q.compute_retention_mask
 
     def builtin_mask(*a, **kw):

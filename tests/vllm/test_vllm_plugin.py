@@ -106,6 +106,8 @@ def _cases(f) -> list[dict]:
         {"name": "bad-scorer", "hf_overrides": _block(method="stts", rate=RATE, scorer_path=f["other_scorer"])},
         {"name": "bad-family", "checkpoint": f["family"], "hf_overrides": _block(method="evs", rate=RATE)},
         {"name": "bad-version", "fake_vllm_version": "0.31.2", "hf_overrides": _block(method="evs", rate=RATE)},
+        # vLLM's Transformers backend would build a class the plug-in does not replace: refused, not ignored
+        {"name": "bad-impl", "model_impl": "transformers", "hf_overrides": _block(method="evs", rate=RATE)},
         # Qwen2-VL
         {"name": "q2-noblock", "checkpoint": f["qwen2"]},
         {"name": "q2-builtin", "checkpoint": f["qwen2"], "video_pruning_rate": RATE},
@@ -299,6 +301,7 @@ def test_pruned_models_keep_the_encoder_out_of_cuda_graphs(engines):
 @pytest.mark.parametrize("name, field", [
     ("bad-method", "videoprune.method:"), ("bad-rate", "videoprune.rate:"), ("threshold", "videoprune.threshold:"),
     ("bad-scorer", "videoprune.scorer_path:"), ("bad-family", "videoprune.method:"), ("bad-version", "vllm version"),
+    ("bad-impl", "videoprune: vLLM resolved this model to TransformersMultiModalForCausalLM"),
     ("q2-stts", "videoprune.method: 'stts' is not available for qwen2_vl"),
 ])
 def test_bad_block_fails_at_engine_start(engines, name, field):

@@ -52,6 +52,19 @@ def _check_config(vllm_config) -> None:
 
     check_vllm_version(vllm.__version__, os.environ.get("VIDEOPRUNE_VLLM_ALLOW_UNTESTED") == "1")
     parse_block(block, hf_config.model_type, getattr(hf_config, "vision_config", None))
+    _check_served(model_config)
+
+
+def _check_served(model_config) -> None:
+    """ValueError unless vLLM builds one of the plug-in's classes (``--model-impl transformers`` would not)."""
+    from .config import BLOCK, SERVED
+
+    arch = getattr(model_config, "architecture", None)
+    if arch not in SERVED:
+        impl = getattr(model_config, "model_impl", "auto")
+        raise ValueError(f"{BLOCK}: vLLM resolved this model to {arch} (model_impl={impl}), which the plug-in does "
+                         f"not replace, so the block would be ignored; the plug-in serves {', '.join(SERVED)} "
+                         "with vLLM's default model implementation")
 
 
 def _model_prunes(runner) -> bool:

@@ -155,7 +155,9 @@ class PruningMixin:
             return super()._postprocess_video_embeds_evs(video_embeds_split, video_input)
         grid = video_input["video_grid_thw"].tolist()
         seconds = video_input.get("second_per_grid_ts")
-        seconds = [1] * len(grid) if seconds is None else seconds.long().tolist()  # as vLLM's EVS casts it
+        # seconds per grid stay floats: vLLM's own EVS casts them to int first, which puts every frame at
+        # t = 0 for 0.5 s per grid (vLLM's unpruned ids multiply first and truncate after, as here)
+        seconds = [1.0] * len(grid) if seconds is None else [float(s) for s in seconds.tolist()]
         # Qwen2-VL's config has none: vLLM's get_mrope_input_positions then uses 1.0, and so do we
         tps = getattr(self.config.vision_config, "tokens_per_second", 1.0)
         merge = self.visual.spatial_merge_size
