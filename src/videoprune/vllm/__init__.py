@@ -36,12 +36,23 @@ ARCHITECTURES = {
 def register() -> None:
     """The ``vllm.general_plugins`` entry point: register the model subclasses and install the hooks.
 
-    Safe to call more than once and in every vLLM process (vLLM calls it in each).
+    Safe to call more than once and in every vLLM process (vLLM calls it in each). On a vLLM
+    version outside the tested range (and without ``VIDEOPRUNE_VLLM_ALLOW_UNTESTED=1``) only the
+    start check is installed: vLLM's own classes and runners stay untouched for users who set no
+    block, and a block fails at start naming the version.
     """
+    import os
+
+    import vllm
     from vllm import ModelRegistry
 
-    from .hooks import install
+    from .config import TESTED_VLLM
+    from .hooks import install, install_start_check
 
+    minor = ".".join(str(vllm.__version__).split(".")[:2])
+    if minor not in TESTED_VLLM and os.environ.get("VIDEOPRUNE_VLLM_ALLOW_UNTESTED") != "1":
+        install_start_check()
+        return
     for arch, target in ARCHITECTURES.items():
         ModelRegistry.register_model(arch, target)
     install()

@@ -102,11 +102,16 @@ def _hook_v2_pruner() -> None:
     states.maybe_create_mm_pruner = maybe_create_mm_pruner
 
 
-def install() -> None:
-    """Install the three hooks (safe to call again, in every vLLM process)."""
+def install_start_check() -> None:
+    """Install hook 1 alone: every engine start validates a ``videoprune`` block (safe to call again)."""
     from vllm.engine.arg_utils import EngineArgs
 
     EngineArgs.create_engine_config = _wrapped(EngineArgs.create_engine_config, _check_config, on_result=True)
+
+
+def install() -> None:
+    """Install the three hooks (safe to call again, in every vLLM process)."""
+    install_start_check()
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
     GPUModelRunner.load_model = _wrapped(GPUModelRunner.load_model, _set_pruning_flag)
