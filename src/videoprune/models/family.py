@@ -18,7 +18,7 @@ from typing import Any
 
 from .base import ModelAdapter
 
-__all__ = ["Family", "TINY_VOCAB", "TINY_HIDDEN", "TINY_PATCH", "TINY_IDS", "tiny_text", "overlay", "last_block_depth"]
+__all__ = ["Family", "vision_tower_families", "TINY_VOCAB", "TINY_HIDDEN", "TINY_PATCH", "TINY_IDS", "tiny_text", "overlay", "last_block_depth"]
 
 #: Vocabulary, width and patch size of the tiny random models (tests' inputs are built on them).
 TINY_VOCAB = 128
@@ -48,6 +48,21 @@ def overlay(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | None) ->
 def last_block_depth(config) -> int:
     """ViT blocks whose output reaches the LLM when only the last block's does: the tower's depth."""
     return int(config.vision_config.depth)
+
+
+#: ``vision tower class name -> family name``, filled by every :class:`Family` record that names a
+#: ``vision_tower`` as it is built. Modules below the registry (qwen_vision, vision_attention) read it
+#: here instead of importing the registry, which imports them through the family adapters.
+_VISION_TOWERS: dict[str, str] = {}
+
+
+def vision_tower_families() -> dict[str, str]:
+    """A copy of ``vision tower class name -> family name`` for every record built so far.
+
+    Importing :mod:`videoprune.models` (which every module of it triggers) builds every record
+    first, so by the time a function can ask, the table is complete.
+    """
+    return dict(_VISION_TOWERS)
 
 
 def _import(target: str):
@@ -99,6 +114,8 @@ class Family:
         if self.adapter is not None and set(self.adapter.model_types) - set(self.model_types):
             raise ValueError(f"family {self.name!r}: adapter serves {self.adapter.model_types}, "
                              f"which are not all among {self.model_types}")
+        if self.vision_tower is not None:
+            _VISION_TOWERS[self.vision_tower] = self.name
 
     @classmethod
     def of(cls, prefix: str, tiny_config: Callable[..., Any], adapter: type[ModelAdapter] | None = None,
