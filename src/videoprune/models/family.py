@@ -18,7 +18,7 @@ from typing import Any
 
 from .base import ModelAdapter
 
-__all__ = ["Family", "vision_tower_families", "TINY_VOCAB", "TINY_HIDDEN", "TINY_PATCH", "TINY_IDS", "tiny_text", "overlay", "last_block_depth"]
+__all__ = ["Family", "OwnVideo", "vision_tower_families", "TINY_VOCAB", "TINY_HIDDEN", "TINY_PATCH", "TINY_IDS", "tiny_text", "overlay", "last_block_depth"]
 
 #: Vocabulary, width and patch size of the tiny random models (tests' inputs are built on them).
 TINY_VOCAB = 128
@@ -72,6 +72,30 @@ def _import(target: str):
 
 
 @dataclass(frozen=True)
+class OwnVideo:
+    """How ``bench speed`` feeds a family with its own preprocessing and no :class:`~videoprune.video.FamilySpec`.
+
+    Attributes:
+        preprocess: ``"module:function"`` of the preprocessing, imported on use (the video
+            package sits above the records), called as ``fn(clip, **geometry(config), device=...)``.
+        geometry: ``geometry(config) -> dict``: the preprocessing's size keywords read from the config.
+        llm_tokens_per_frame: ``llm_tokens_per_frame(config) -> int``: LLM prompt tokens per frame
+            at the config's frame size, frame marks and timestamp text included (for estimates).
+        synthetic_ids: ``synthetic_ids(model, video, prompt_tokens) -> dict``: ``input_ids``,
+            ``attention_mask`` and ``mm_token_type_ids`` of a prompt around ``video``, without a tokenizer.
+    """
+
+    preprocess: str
+    geometry: Callable[[Any], dict[str, Any]]
+    llm_tokens_per_frame: Callable[[Any], int]
+    synthetic_ids: Callable[..., dict[str, Any]]
+
+    def preprocess_clip(self, clip, config, device=None):
+        """``clip`` preprocessed for a model of ``config`` (``device``: None for the CPU path)."""
+        return _import(self.preprocess)(clip, **self.geometry(config), device=device)
+
+
+@dataclass(frozen=True)
 class Family:
     """One model family: its ``model_type``s and every per-family piece videoprune uses.
 
@@ -94,6 +118,8 @@ class Family:
             :mod:`videoprune.models.qwen_vision` drives (pre-encoder EVS, fast attention), or None.
         train_tiny: vision-config overrides of the ``tiny:<family>`` training model, or None
             when the family offers none.
+        own_video: the :class:`OwnVideo` hooks of a family whose preprocessing is its own (no
+            ``spec``; Molmo2), or None.
     """
 
     name: str
@@ -107,6 +133,7 @@ class Family:
     tapped_depth: Callable[[Any], int] = last_block_depth
     vision_tower: str | None = None
     train_tiny: Mapping[str, Any] | None = None
+    own_video: OwnVideo | None = None
 
     def __post_init__(self):
         if not self.model_types or self.name not in self.model_types:
