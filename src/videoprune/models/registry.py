@@ -1,8 +1,8 @@
 """The one registry of model families: ``model_type -> Family`` (see :class:`~videoprune.models.family.Family`).
 
-Adding a family is one new ``models/<family>.py`` exporting ``FAMILY``, its name in the
-static import below and one line in :data:`FAMILY_MODULES`; every other module (patching, STTS, preprocessing, prompts, ``bench``,
-``train``) finds the family here and names none.
+Adding a family is one new ``models/<family>.py`` exporting ``FAMILY``, its name in the static
+import below and one line in :data:`FAMILY_MODULES`; every other module (patching, STTS,
+preprocessing, prompts, ``bench``, ``train``) finds the family here and names none.
 """
 
 from __future__ import annotations
