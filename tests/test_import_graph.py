@@ -147,3 +147,13 @@ def test_no_module_imports_another_modules_private_names():
             if isinstance(node, ast.ImportFrom) and node.module != "__future__":
                 found |= {(name, a.name) for a in node.names if a.name.startswith("_") and not a.name.startswith("__")}
     assert found - KNOWN_PRIVATE_IMPORTS == set()
+
+
+def test_registry_imports_every_family_module_statically():
+    """Every family module the registry lists is a module-level edge of registry.py (no importlib string hides one)."""
+    from videoprune.models import registry
+
+    edges = import_graph()["videoprune.models.registry"]
+    listed = {m.__name__ for m in registry.FAMILY_MODULES}
+    assert len(listed) == len(registry.FAMILIES)
+    assert listed <= edges, f"registry loads family modules the graph cannot see: {sorted(listed - edges)}"

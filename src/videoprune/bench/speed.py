@@ -237,12 +237,12 @@ def _token_counts(config, cfg: SpeedConfig, frames: int) -> tuple[int, int, int]
     """
     v = config.vision_config
     patch = int(v.patch_size)
-    spec = family_for(config).spec
-    if spec is None or spec.layout == "stack":  # fixed square frames: Molmo2 (own preprocessing), LLaVA-OV
+    own, spec = _video_hooks(config)
+    if own is not None or spec.layout == "stack":  # fixed square frames: Molmo2, LLaVA-OV
         size = v.image_size[0] if isinstance(v.image_size, (list, tuple)) else v.image_size
         side = int(size) // patch
-        pool, extra = (3, 5) if spec is None else (2, 0)
-        per_frame = -(-side // pool) ** 2 + extra  # pooled tokens (+ Molmo2's timestamp text and frame marks)
+        # LLaVA-OV: 2x2 pooled tokens; a family with its own preprocessing says its count
+        per_frame = own.llm_tokens_per_frame(config) if own is not None else -(-side // 2) ** 2
         return frames * per_frame + cfg.prompt_tokens, frames * side * side, side * side
     merge = int(v.spatial_merge_size)
     per_slice = max(1, cfg.max_pixels // (patch * merge) ** 2)
@@ -456,6 +456,14 @@ def _spec_of(model):
     return family_for(model).spec
 
 
+def _video_hooks(obj):
+    """``(own_video, spec)`` of the family of a model or config: exactly one is set; ValueError when neither is."""
+    family = family_for(obj)
+    if family.own_video is None and family.spec is None:
+        raise ValueError(f"family {family.name!r} has neither a preprocessing spec nor its own video hooks")
+    return family.own_video, family.spec
+
+
 def _load_frames(cfg: SpeedConfig, num_frames: int):
     """(clip, decode seconds): real decoded frames, or noise frames shaped like the sample clip."""
     from ..video import clip_from_frames, decode, sample_clip
@@ -509,25 +517,6 @@ def _synthetic_ids(model, video, prompt_tokens: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def _molmo2_ids(model, video, prompt_tokens: int) -> dict[str, torch.Tensor]:
-    """'<text> (<timestamp text> <frame_start> <im_patch>*81 <frame_end>)*T <text>', Molmo2's video layout."""
-    c = model.config
-    gen = torch.Generator().manual_seed(0)
-    hi = c.get_text_config().vocab_size  # special ids live above the base vocabulary
-
-    def text(n):
-        return torch.randint(10, hi, (n,), generator=gen).tolist()
-
-    head = prompt_tokens // 2
-    ids = text(head)
-    for _ in range(video.temporal_slices):
-        ids += text(3) + [c.frame_start_token_id] + [c.image_patch_id] * video.tokens_per_frame + [c.frame_end_token_id]
-    ids += text(prompt_tokens - head)
-    ids = torch.tensor([ids])
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-            "mm_token_type_ids": (ids == c.image_patch_id).long()}
-
-
 #: Pipelines: where preprocessing runs and how the vision tower attends (see SpeedConfig.pipeline).
 PIPELINES = ("default", "fast")
 
@@ -544,16 +533,15 @@ def _make_inputs(model, cfg: SpeedConfig, clip, pipeline: str = "default") -> tu
     device, the copy there included: PIL on the CPU then a copy (``default``), or one copy of
     the uint8 frames then a batched torch pass on the device (``fast``).
     """
-    from ..video import preprocess, preprocess_molmo2
+    from ..video import preprocess
 
-    spec = _spec_of(model)
+    own, spec = _video_hooks(model)
     dtype = getattr(torch, cfg.dtype)
     on = cfg.device if pipeline == "fast" else None
     _sync(cfg.device)
     t = time.perf_counter()
-    if spec is None:  # Molmo2: its own preprocessing
-        vc = model.config.vision_config
-        video = preprocess_molmo2(clip, image_size=tuple(vc.image_size), patch_size=int(vc.patch_size), device=on)
+    if own is not None:  # a family with its own preprocessing (Molmo2)
+        video = own.preprocess_clip(clip, model.config, device=on)
     else:
         kw = {}
         if spec.layout == "patches":  # the families with a pixel budget (the Qwen ones)
@@ -564,8 +552,7 @@ def _make_inputs(model, cfg: SpeedConfig, clip, pipeline: str = "default") -> tu
               if v.is_floating_point() and k.startswith("pixel")}
     _sync(cfg.device)
     pre_s = time.perf_counter() - t
-    ids = _molmo2_ids(model, video, cfg.prompt_tokens) if spec is None else \
-        _synthetic_ids(model, video, cfg.prompt_tokens)
+    ids = (own.synthetic_ids if own is not None else _synthetic_ids)(model, video, cfg.prompt_tokens)
     inputs = {k: v.to(cfg.device) for k, v in dict(ids, **video.model_inputs()).items() if k not in pixels}
     inputs.update(pixels)
     return inputs, video, pre_s

@@ -1,7 +1,8 @@
 """Model families: one record per family (:mod:`~videoprune.models.registry`), each with its EVS adapter.
 
 ``ADAPTERS`` and :func:`adapter_for` are derived from the registry; adding a family is a new
-``models/<family>.py`` and one line in ``registry._MODULES``.
+``models/<family>.py`` and one line in ``registry.FAMILY_MODULES`` (a static import, so the import
+graph shows it).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any
 
 from .base import ModelAdapter
 
-__all__ = ["Family", "TINY_VOCAB", "TINY_HIDDEN", "TINY_PATCH", "TINY_IDS", "tiny_text", "overlay", "last_block_depth"]
+__all__ = ["Family", "OwnVideo", "vision_tower_families", "TINY_VOCAB", "TINY_HIDDEN", "TINY_PATCH", "TINY_IDS", "tiny_text", "overlay", "last_block_depth"]
 
 #: Vocabulary, width and patch size of the tiny random models (tests' inputs are built on them).
 TINY_VOCAB = 128
@@ -50,10 +50,49 @@ def last_block_depth(config) -> int:
     return int(config.vision_config.depth)
 
 
+#: ``vision tower class name -> family name``, filled by every :class:`Family` record that names a
+#: ``vision_tower`` as it is built. Modules below the registry (qwen_vision, vision_attention) read it
+#: here instead of importing the registry, which imports them through the family adapters.
+_VISION_TOWERS: dict[str, str] = {}
+
+
+def vision_tower_families() -> dict[str, str]:
+    """A copy of ``vision tower class name -> family name`` for every record built so far.
+
+    Importing :mod:`videoprune.models` (which every module of it triggers) builds every record
+    first, so by the time a function can ask, the table is complete.
+    """
+    return dict(_VISION_TOWERS)
+
+
 def _import(target: str):
     """``"package.module:Name"`` -> the object (imported on first use: heavy modules stay unloaded)."""
     module, name = target.split(":")
     return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class OwnVideo:
+    """How ``bench speed`` feeds a family with its own preprocessing and no :class:`~videoprune.video.FamilySpec`.
+
+    Attributes:
+        preprocess: ``"module:function"`` of the preprocessing, imported on use (the video
+            package sits above the records), called as ``fn(clip, **geometry(config), device=...)``.
+        geometry: ``geometry(config) -> dict``: the preprocessing's size keywords read from the config.
+        llm_tokens_per_frame: ``llm_tokens_per_frame(config) -> int``: LLM prompt tokens per frame
+            at the config's frame size, frame marks and timestamp text included (for estimates).
+        synthetic_ids: ``synthetic_ids(model, video, prompt_tokens) -> dict``: ``input_ids``,
+            ``attention_mask`` and ``mm_token_type_ids`` of a prompt around ``video``, without a tokenizer.
+    """
+
+    preprocess: str
+    geometry: Callable[[Any], dict[str, Any]]
+    llm_tokens_per_frame: Callable[[Any], int]
+    synthetic_ids: Callable[..., dict[str, Any]]
+
+    def preprocess_clip(self, clip, config, device=None):
+        """``clip`` preprocessed for a model of ``config`` (``device``: None for the CPU path)."""
+        return _import(self.preprocess)(clip, **self.geometry(config), device=device)
 
 
 @dataclass(frozen=True)
@@ -79,6 +118,8 @@ class Family:
             :mod:`videoprune.models.qwen_vision` drives (pre-encoder EVS, fast attention), or None.
         train_tiny: vision-config overrides of the ``tiny:<family>`` training model, or None
             when the family offers none.
+        own_video: the :class:`OwnVideo` hooks of a family whose preprocessing is its own (no
+            ``spec``; Molmo2), or None.
     """
 
     name: str
@@ -92,6 +133,7 @@ class Family:
     tapped_depth: Callable[[Any], int] = last_block_depth
     vision_tower: str | None = None
     train_tiny: Mapping[str, Any] | None = None
+    own_video: OwnVideo | None = None
 
     def __post_init__(self):
         if not self.model_types or self.name not in self.model_types:
@@ -99,6 +141,8 @@ class Family:
         if self.adapter is not None and set(self.adapter.model_types) - set(self.model_types):
             raise ValueError(f"family {self.name!r}: adapter serves {self.adapter.model_types}, "
                              f"which are not all among {self.model_types}")
+        if self.vision_tower is not None:
+            _VISION_TOWERS[self.vision_tower] = self.name
 
     @classmethod
     def of(cls, prefix: str, tiny_config: Callable[..., Any], adapter: type[ModelAdapter] | None = None,

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..video.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, FamilySpec
+from ..video.spec import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, FamilySpec
 from .base import ModelAdapter, VideoLayout
 from .family import TINY_IDS, TINY_PATCH, TINY_VOCAB, Family, overlay, tiny_text
 

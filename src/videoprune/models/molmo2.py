@@ -10,9 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .family import TINY_HIDDEN, TINY_VOCAB, Family, overlay
+import torch
 
-__all__ = ["FAMILY", "feature_taps", "tapped_depth"]
+from .family import TINY_HIDDEN, TINY_VOCAB, Family, OwnVideo, overlay
+
+__all__ = ["FAMILY", "feature_taps", "tapped_depth", "geometry", "llm_tokens_per_frame", "synthetic_ids"]
+
+#: Patches per LLM-token side (3x3 pooling: 81 tokens per 378 px frame of 14 px patches).
+POOL = 3
+#: Prompt tokens around each frame besides its patches: 3 of timestamp text, frame start, frame end.
+FRAME_EXTRA_TOKENS = 5
 
 
 def feature_taps(config) -> list[int]:
@@ -27,6 +34,39 @@ def feature_taps(config) -> list[int]:
 def tapped_depth(config) -> int:
     """ViT blocks that can influence the LLM: up to the deepest feature tap (the blocks after it never matter)."""
     return max(feature_taps(config))
+
+
+def geometry(config) -> dict[str, Any]:
+    """:func:`videoprune.video.preprocess_molmo2`'s ``image_size`` and ``patch_size`` from ``config.vision_config``."""
+    v = config.vision_config
+    return {"image_size": tuple(v.image_size), "patch_size": int(v.patch_size)}
+
+
+def llm_tokens_per_frame(config) -> int:
+    """LLM prompt tokens of one frame: its pooled patch tokens plus timestamp text and frame marks."""
+    v = config.vision_config
+    size = v.image_size[0] if isinstance(v.image_size, (list, tuple)) else v.image_size
+    side = int(size) // int(v.patch_size)
+    return -(-side // POOL) ** 2 + FRAME_EXTRA_TOKENS
+
+
+def synthetic_ids(model, video, prompt_tokens: int) -> dict[str, torch.Tensor]:
+    """'<text> (<timestamp text> <frame_start> <im_patch>*81 <frame_end>)*T <text>', Molmo2's video layout."""
+    c = model.config
+    gen = torch.Generator().manual_seed(0)
+    hi = c.get_text_config().vocab_size  # special ids live above the base vocabulary
+
+    def text(n):
+        return torch.randint(10, hi, (n,), generator=gen).tolist()
+
+    head = prompt_tokens // 2
+    ids = text(head)
+    for _ in range(video.temporal_slices):
+        ids += text(3) + [c.frame_start_token_id] + [c.image_patch_id] * video.tokens_per_frame + [c.frame_end_token_id]
+    ids += text(prompt_tokens - head)
+    ids = torch.tensor([ids])
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+            "mm_token_type_ids": (ids == c.image_patch_id).long()}
 
 
 #: Tiny Molmo2 geometry: 36 px frames of 6 px patches (6x6 patches), 3x3 pooling -> 2x2 LLM tokens per frame.
@@ -59,6 +99,7 @@ FAMILY = Family.of(
     "Molmo2", tiny_config, model_types=("molmo2",),
     stts="videoprune.models.stts_molmo2:Molmo2STTS",
     tapped_depth=tapped_depth,
+    own_video=OwnVideo("videoprune.video:preprocess_molmo2", geometry, llm_tokens_per_frame, synthetic_ids),
     full_size={
         # allenai/Molmo2-8B (SigLIP2 so400m ViT at 378 px / 14 px patches, 3x3 pooling -> 81 tokens per
         # frame, Qwen3-8B LLM). TRANSCRIBED from memory of the published config.json, not downloaded;

@@ -9,7 +9,7 @@ import torch
 
 from ..config import EVSConfig
 from ..core.evs import normalize_grids, pixel_dissimilarity, select_by_rate, select_by_threshold
-from ..video.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, FamilySpec
+from ..video.spec import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, FamilySpec
 from .base import ModelAdapter, PreEncodedVideos, VideoLayout
 from .family import TINY_HIDDEN, TINY_IDS, TINY_MROPE, TINY_PATCH, TINY_VOCAB, Family, overlay, tiny_text
 

@@ -9,7 +9,7 @@ import torch
 
 from ..config import EVSConfig
 from ..core.plan import KeepPlan
-from ..video.preprocess import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD
+from ..video.spec import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD
 from .base import PreEncodedVideos
 from .family import TINY_HIDDEN, TINY_MROPE, TINY_PATCH, Family
 from .qwen2_vl import QWEN_IDS, Qwen2VLAdapter, qwen_spec, qwen_tiny

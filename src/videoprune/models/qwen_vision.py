@@ -48,6 +48,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .family import vision_tower_families
+
 __all__ = [
     "UnitLayout",
     "unit_layout",
@@ -66,9 +68,7 @@ def is_supported_visual(visual: torch.nn.Module) -> bool:
 
     The tower class names come from the family records (``Family.vision_tower``).
     """
-    from .registry import vision_towers  # noqa: PLC0415  (the records' adapters import this module lazily)
-
-    return type(visual).__name__ in vision_towers()
+    return type(visual).__name__ in vision_tower_families()
 
 
 def _check_visual(visual) -> None:

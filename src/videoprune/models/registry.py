@@ -1,32 +1,37 @@
 """The one registry of model families: ``model_type -> Family`` (see :class:`~videoprune.models.family.Family`).
 
-Adding a family is one new ``models/<family>.py`` exporting ``FAMILY`` and one line in
-:data:`_MODULES`; every other module (patching, STTS, preprocessing, prompts, ``bench``,
-``train``) finds the family here and names none.
+Adding a family is one new ``models/<family>.py`` exporting ``FAMILY``, its name in the static
+import below and one line in :data:`FAMILY_MODULES`; every other module (patching, STTS,
+preprocessing, prompts, ``bench``, ``train``) finds the family here and names none.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from types import MappingProxyType
 
-from .family import Family
+# static imports (not importlib): the import-graph test sees every family module the registry loads
+from . import llava_onevision, molmo2, qwen2_5_vl, qwen2_vl, qwen3_vl, qwen3_vl_moe
+from .family import Family, vision_tower_families
 
-__all__ = ["FAMILIES", "FAMILIES_BY_TYPE", "DEFAULT_FAMILY", "family_for", "model_types_where", "vision_towers"]
+__all__ = ["FAMILIES", "FAMILIES_BY_TYPE", "DEFAULT_FAMILY", "FAMILY_MODULES", "family_for", "model_types_where",
+           "vision_towers"]
 
 #: The family modules, one line each, in the order listings print them.
-_MODULES = (
-    "qwen2_vl",
-    "qwen2_5_vl",
-    "qwen3_vl",
-    "qwen3_vl_moe",
-    "llava_onevision",
-    "molmo2",
+FAMILY_MODULES = (
+    qwen2_vl,
+    qwen2_5_vl,
+    qwen3_vl,
+    qwen3_vl_moe,
+    llava_onevision,
+    molmo2,
 )
 
-#: Every family record, in :data:`_MODULES` order.
-FAMILIES: tuple[Family, ...] = tuple(importlib.import_module(f"{__package__}.{m}").FAMILY for m in _MODULES)
+#: The family modules' short names (``"qwen2_vl"``, ...), in :data:`FAMILY_MODULES` order.
+_MODULES = tuple(m.__name__.rpartition(".")[2] for m in FAMILY_MODULES)
+
+#: Every family record, in :data:`FAMILY_MODULES` order.
+FAMILIES: tuple[Family, ...] = tuple(m.FAMILY for m in FAMILY_MODULES)
 
 #: ``config.model_type -> Family``: the mapping every lookup goes through.
 FAMILIES_BY_TYPE = MappingProxyType({t: f for f in FAMILIES for t in f.model_types})
@@ -67,4 +72,4 @@ def model_types_where(predicate: Callable[[Family], bool]) -> tuple[str, ...]:
 
 def vision_towers() -> dict[str, str]:
     """``vision tower class name -> family name`` of the Qwen-style towers :mod:`~videoprune.models.qwen_vision` drives."""
-    return {f.vision_tower: f.name for f in FAMILIES if f.vision_tower is not None}
+    return vision_tower_families()

@@ -45,6 +45,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .family import vision_tower_families
+
 __all__ = [
     "ATTN_NAME",
     "FastVisionAttention",
@@ -235,9 +237,7 @@ def _register() -> None:
 
 def _qwen_towers() -> dict[str, str]:
     """``tower class name -> family name`` of the Qwen vision towers, from the family records."""
-    from .registry import vision_towers  # noqa: PLC0415
-
-    return vision_towers()
+    return vision_tower_families()
 
 
 def _qwen_tower(model: torch.nn.Module) -> torch.nn.Module | None:

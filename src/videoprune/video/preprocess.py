@@ -12,7 +12,8 @@ With ``device=...`` the same steps run batched in torch on that device
 (:mod:`~videoprune.video.device_preprocess`): identical shapes, grids and layout, pixels within
 2 uint8 steps of PIL, differing on about 1 in 10^4 to 10^3 pixels (docs/video.md gives the bound).
 
-Each family's :class:`FamilySpec` lives in its record (``videoprune/models/<family>.py``);
+Each family's :class:`FamilySpec` (defined in :mod:`~videoprune.video.spec`, re-exported here) lives
+in its record (``videoprune/models/<family>.py``);
 :data:`FAMILIES` and :func:`get_family` read them from the registry, and nothing here branches
 on a family. Molmo2 (not a prompt family here) has its own :func:`preprocess_molmo2`.
 """
@@ -21,14 +22,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..validate import check_pixel_budget
 from . import device_preprocess as dp
 from .decode import Clip, VideoError
+from .spec import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, FamilySpec
 
 __all__ = [
     "FamilySpec",
@@ -41,12 +42,11 @@ __all__ = [
     "preprocess",
     "Molmo2Video",
     "preprocess_molmo2",
+    "OPENAI_CLIP_MEAN",
+    "OPENAI_CLIP_STD",
+    "IMAGENET_STANDARD_MEAN",
+    "IMAGENET_STANDARD_STD",
 ]
-
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
-IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,57 +100,16 @@ def smart_resize_qwen3(
 # --------------------------------------------------------------------------------------------
 # family specs
 # --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FamilySpec:
-    """Everything preprocessing and prompting need to know about one model family.
-
-    ``layout``: "patches" (Qwen: flat ``(N, C*tp*p*p)`` rows plus ``video_grid_thw``) or
-    "stack" (LLaVA-OneVision: ``(1, T, C, H, W)``). ``resize``: "qwen2" (per-frame pixel budget),
-    "qwen3" (budget over all frames) or "fixed" (to ``size``). Pixel budgets are in pixels.
-    """
-
-    name: str
-    model_types: tuple[str, ...]
-    layout: str
-    resize: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    patch_size: int
-    merge_size: int = 2
-    temporal_patch_size: int = 1
-    min_pixels: int = 0
-    max_pixels: int = 0
-    size: tuple[int, int] | None = None  # (height, width) for resize == "fixed"
-    video_token: str = "<|video_pad|>"
-    vision_start: str | None = "<|vision_start|>"
-    vision_end: str | None = "<|vision_end|>"
-    second_per_grid_ts: bool = False  # Qwen2.5-VL's temporal M-RoPE input
-    frame_timestamps_in_prompt: bool = False  # Qwen3-VL's "<t seconds>" text before each frame
-    default_system: str | None = "You are a helpful assistant."
-    # LLaVA-OV: tokens per frame side after 2x2 bilinear pooling (models.llava_onevision.tokens_per_side)
-    llava_pooled_side: int = field(default=0)
-
-    def with_pixels(self, min_pixels: int | None = None, max_pixels: int | None = None) -> FamilySpec:
-        """A copy with other pixel budgets (None keeps the current one); ValueError unless ``0 <= min <= max``."""
-        if self.layout == "patches":  # the only layout with a pixel budget
-            check_pixel_budget(self.min_pixels if min_pixels is None else min_pixels,
-                               self.max_pixels if max_pixels is None else max_pixels)
-        return replace(
-            self,
-            min_pixels=self.min_pixels if min_pixels is None else int(min_pixels),
-            max_pixels=self.max_pixels if max_pixels is None else int(max_pixels),
-        )
-
-
 class _RegisteredSpecs(Mapping):
     """``name -> FamilySpec`` of every registered family with a spec, read from the family registry.
 
     Read lazily (on first use), so that this module never imports :mod:`videoprune.models` at
-    import time: the family records import :class:`FamilySpec` from here.
+    import time: importing the records (which import :mod:`~videoprune.video.spec`) loads this
+    package, so ``models`` is only half loaded while this module runs.
     """
 
     def _specs(self) -> dict[str, FamilySpec]:
-        from ..models.registry import FAMILIES as RECORDS  # noqa: PLC0415  (the records import this module)
+        from ..models.registry import FAMILIES as RECORDS  # noqa: PLC0415  (see the class docstring)
 
         return {f.name: f.spec for f in RECORDS if f.spec is not None and f.spec.name == f.name}
 
