@@ -39,3 +39,15 @@ def test_a_family_with_neither_spec_nor_hooks_is_a_clear_error(monkeypatch):
     config = FAMILIES_BY_TYPE["molmo2"].tiny_config()
     with pytest.raises(ValueError, match="neither a preprocessing spec nor its own video hooks"):
         speed._token_counts(config, speed.SpeedConfig(), 4)
+
+
+def test_molmo2_and_llava_per_frame_tokens_are_the_ceil_pooled_square():
+    """Per-frame LLM tokens are ceil(side / pool)^2 (+ Molmo2's frame marks), never negative (a -(-a // b) ** 2 slip)."""
+    molmo = FAMILIES_BY_TYPE["molmo2"]
+    config = molmo.tiny_config(vision=dict(image_size=[378, 378], patch_size=14))
+    from videoprune.models.molmo2 import FRAME_EXTRA_TOKENS, POOL
+
+    assert molmo.own_video.llm_tokens_per_frame(config) == (-(-MOLMO2_SIDE_PATCHES // POOL)) ** 2 + FRAME_EXTRA_TOKENS
+    llava = FAMILIES_BY_TYPE["llava_onevision"].tiny_config(vision=dict(image_size=384, patch_size=14))
+    n_llm, n_vis, span = speed._token_counts(llava, speed.SpeedConfig(prompt_tokens=0), 2)
+    assert (n_llm, n_vis, span) == (2 * 14**2, 2 * 27**2, 27**2)  # 27 patches a side, 2x2 pooled to 14

@@ -242,7 +242,7 @@ def _token_counts(config, cfg: SpeedConfig, frames: int) -> tuple[int, int, int]
         size = v.image_size[0] if isinstance(v.image_size, (list, tuple)) else v.image_size
         side = int(size) // patch
         # LLaVA-OV: 2x2 pooled tokens; a family with its own preprocessing says its count
-        per_frame = own.llm_tokens_per_frame(config) if own is not None else -(-side // 2) ** 2
+        per_frame = own.llm_tokens_per_frame(config) if own is not None else (-(-side // 2)) ** 2
         return frames * per_frame + cfg.prompt_tokens, frames * side * side, side * side
     merge = int(v.spatial_merge_size)
     per_slice = max(1, cfg.max_pixels // (patch * merge) ** 2)

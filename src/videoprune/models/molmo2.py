@@ -47,7 +47,7 @@ def llm_tokens_per_frame(config) -> int:
     v = config.vision_config
     size = v.image_size[0] if isinstance(v.image_size, (list, tuple)) else v.image_size
     side = int(size) // int(v.patch_size)
-    return -(-side // POOL) ** 2 + FRAME_EXTRA_TOKENS
+    return (-(-side // POOL)) ** 2 + FRAME_EXTRA_TOKENS
 
 
 def synthetic_ids(model, video, prompt_tokens: int) -> dict[str, torch.Tensor]:
