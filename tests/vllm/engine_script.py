@@ -11,6 +11,10 @@ with ``VLLM_PLUGINS`` naming no plug-in, and :func:`videoprune.vllm.register` is
 before the first case that wants it. Cases that should fail to start record the error line.
 A case with ``"save_inputs": "NAME.pt"`` saves its video input (pixels, grid, seconds per grid)
 beside OUT for the HF side (``true``: ``video_inputs.pt``).
+A case with ``"batches"`` (and ``"limit"``, its ``limit_mm_per_prompt``) instead runs each batch of
+requests (several videos and an image per prompt) in one ``generate`` call (:func:`run_batches`),
+then calls the model's ``embed_multimodal`` on the first ``"batch_videos"`` videos at once and one
+at a time (:func:`batched_embed`): the multi-video call vLLM's GPU runner makes.
 """
 
 from __future__ import annotations
