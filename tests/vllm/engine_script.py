@@ -235,8 +235,12 @@ def run_case(case: dict, ckpt: str, video, max_tokens: int, out_dir: str) -> dic
     _install_probes(llm, record)
     if case.get("batches"):
         run_batches(llm, case, record, 112, max_tokens)
+        engine_calls = len(record["videos_per_call"])
         record["batched_embed"] = llm.apply_model(partial(batched_embed, inputs=record.pop("_video_inputs")[:case["batch_videos"]],
                                                           record=record))[0]
+        # the direct calls' video counts, apart from the engine's own
+        record["videos_per_call"], record["batched_embed"]["videos_per_call"] = (
+            record["videos_per_call"][:engine_calls], record["videos_per_call"][engine_calls:])
         record.pop("video_input", None)
         Q.compute_retention_mask = orig_mask
         VM.observers[:] = []

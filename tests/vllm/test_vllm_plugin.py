@@ -381,6 +381,7 @@ def test_multi_video_embed_call_equals_one_video_at_a_time(engines, method):
     assert set(case["videos_per_call"]) == {1}  # why the direct call is needed
     got = case["batched_embed"]
     assert got["videos"] == 3 and got["shapes_equal"]
+    assert got["videos_per_call"] == [3, 1, 1, 1]  # the model's video path took all three at once
     assert got["max_abs_diff"] < 1e-5
     assert got["keeps"] == got["single_keeps"] and len(got["keeps"]) == 3
     assert got["kept"] == [sum(k) for k in got["keeps"]] == [32, 48, 48]
