@@ -33,6 +33,12 @@ RATE = 0.5
 MAX_TOKENS = 8
 VIDEO_TOKEN_RUN = 64  # 8 frames of 112 px: T'=4 slices of 4 x 4 tokens
 SCRIPT = Path(__file__).with_name("engine_script.py")
+# engine_script batches: request A = an image and two videos of 8 and 12 frames, request B = another 12-frame
+# video; A and B in one generate call (max_num_seqs=2), then each alone (fresh item ids: no encoder cache reuse)
+MULTI_A = {"videos": [[0, 8], [3, 12]], "image": 7}
+MULTI_B = {"videos": [[5, 12]]}
+MULTI_BATCHES = [[MULTI_A, MULTI_B], [MULTI_A], [MULTI_B]]
+MULTI_METHODS = ("evs", "evs-pre", "stts")
 
 
 def _vllm_python() -> str:
@@ -108,6 +114,10 @@ def _cases(f) -> list[dict]:
         {"name": "bad-version", "fake_vllm_version": "0.31.2", "hf_overrides": _block(method="evs", rate=RATE)},
         # vLLM's Transformers backend would build a class the plug-in does not replace: refused, not ignored
         {"name": "bad-impl", "model_impl": "transformers", "hf_overrides": _block(method="evs", rate=RATE)},
+        # several videos per prompt and per batch, with an image (see test_multi_video_*)
+        *({"name": f"multi-{m}", "limit": {"video": 2, "image": 1}, "batches": MULTI_BATCHES, "batch_videos": 3,
+           "hf_overrides": _block(method=m, rate=RATE, **({"scorer_path": f["scorer"]} if m == "stts" else {}))}
+          for m in MULTI_METHODS),
         # Qwen2-VL
         {"name": "q2-noblock", "checkpoint": f["qwen2"]},
         {"name": "q2-builtin", "checkpoint": f["qwen2"], "video_pruning_rate": RATE},
@@ -318,3 +328,66 @@ def test_configured_block_is_never_ignored(engines):
         case = engines["cases"][name]
         assert len(case["events"]) == 1 and case["events"][0]["method"] == name.removeprefix("q2-")
         assert _video_run(case) == sum(case["events"][0]["keep"]) < VIDEO_TOKEN_RUN
+
+
+def _video_runs(prompt: list[int], token: int) -> list[int]:
+    """Lengths of the runs of ``token`` in ``prompt``, in order (one per video)."""
+    runs, prev = [], None
+    for t in prompt:
+        if t == token:
+            runs[-1:] = [runs[-1] + 1] if prev == token else runs[-1:] + [1]
+        prev = t
+    return runs
+
+
+def _per_video_keeps(events: list[dict]) -> list[list[bool]]:
+    """The keep masks of the events, one per video (an encoder-side event covers every video of its call)."""
+    out = []
+    for e in events:
+        keep = e["keep"]
+        for t, h, w in e["grid_thw"]:
+            out.append(keep[:t * h * w // 4])
+            keep = keep[t * h * w // 4:]
+    return out
+
+
+@pytest.mark.parametrize("method", MULTI_METHODS)
+def test_multi_video_requests_keep_per_video_counts(engines, method):
+    """Two videos and an image in one prompt, batched with another request: each video's placeholder run has its kept count.
+
+    And batching changes nothing: the keep masks and outputs equal those of each request run alone.
+    """
+    case = engines["cases"][f"multi-{method}"]
+    video = _video_token(engines["cases"]["plain"])
+    together, alone = case["batches"][0], [r for b in case["batches"][1:] for r in b]
+    keeps = _per_video_keeps(case["batch_events"][0])
+    assert [len(k) for k in keeps] == [64, 96, 96]  # A's 8- and 12-frame videos, then B's
+    runs = [n for r in together for n in _video_runs(r["prompt_token_ids"], video)]
+    assert runs == [sum(k) for k in keeps] == [32, 48, 48]
+    assert keeps == [k for ev in case["batch_events"][1:] for k in _per_video_keeps(ev)]
+    for both, one in zip(together, alone):
+        assert both["prompt_token_ids"] == one["prompt_token_ids"]
+        assert both["output_token_ids"] == one["output_token_ids"]
+        assert both["output_logprobs"] == pytest.approx(one["output_logprobs"], abs=1e-4)
+
+
+@pytest.mark.parametrize("method", MULTI_METHODS)
+def test_multi_video_embed_call_equals_one_video_at_a_time(engines, method):
+    """One embed_multimodal call with three videos (two requests' worth, as vLLM's GPU runner sends) == one call per video.
+
+    The CPU runner sends one video per call, so engine_script calls the engine's model directly.
+    """
+    case = engines["cases"][f"multi-{method}"]
+    assert set(case["videos_per_call"]) == {1}  # why the direct call is needed
+    got = case["batched_embed"]
+    assert got["videos"] == 3 and got["shapes_equal"]
+    assert got["videos_per_call"] == [3, 1, 1, 1]  # the model's video path took all three at once
+    assert got["max_abs_diff"] < 1e-5
+    assert got["keeps"] == got["single_keeps"] and len(got["keeps"]) == 3
+    assert got["kept"] == [sum(k) for k in got["keeps"]] == [32, 48, 48]
+
+
+def test_requests_do_not_parse_the_block_again(engines):
+    """The block (for stts: the scorer file and its fingerprint) is parsed at start, never per request."""
+    for method in MULTI_METHODS:
+        assert engines["cases"][f"multi-{method}"]["parse_calls_in_requests"] == 0, method

@@ -145,7 +145,15 @@ def encode_kept(visual, pixels: torch.Tensor, grid_thw: Sequence[Sequence[int]],
 
 
 def merge_to_raster(visual, hidden: torch.Tensor, meta: dict) -> torch.Tensor:
-    """The merger on window-order hidden states ``(S, 1, C)``: ``(S / unit, D)`` features in raster unit order."""
+    """The merger on window-order hidden states ``(S, 1, C)``: ``(S / unit, D)`` features in raster unit order.
+
+    float16 hidden states are clamped first, as the tower's ``forward`` does (vLLM 0.32): the last
+    blocks can overflow float16 on long videos.
+    """
+    if hidden.dtype == torch.float16:
+        from vllm.model_executor.models.utils import cast_overflow_tensors
+
+        hidden = cast_overflow_tensors(hidden)
     feats = visual.merger(hidden)
     return feats[meta["reverse_indices"]] if "reverse_indices" in meta else feats
 

@@ -68,8 +68,17 @@ def plugin_config(hf_config) -> PluginConfig | None:
 class KeptPlaceholdersMixin:
     """A Qwen-VL multimodal processor whose video placeholder runs have the kept count when a block is set."""
 
+    def _videoprune_block(self) -> PluginConfig | None:
+        """The block, parsed once per processor: parsing an stts block opens the scorer file and checks it.
+
+        The engine start already validated it (:mod:`videoprune.vllm.hooks`), so a request never re-reads the file.
+        """
+        if "_videoprune_plugin" not in self.__dict__:
+            self.__dict__["_videoprune_plugin"] = plugin_config(self.info.get_hf_config())
+        return self.__dict__["_videoprune_plugin"]
+
     def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs):
-        plugin = plugin_config(self.info.get_hf_config())
+        plugin = self._videoprune_block()
         if plugin is None:
             return super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
         hf_processor = self.info.get_hf_processor(**hf_processor_mm_kwargs)
@@ -150,6 +159,18 @@ class PruningMixin:
             fn({"method": self.videoprune.method, "grid_thw": grid, "keep": keep.cpu(), "encoder_rows": rows})
 
     # ---- LLM side ---------------------------------------------------------------------------------
+    def get_mrope_input_positions(self, input_tokens: list[int], mm_features: list) -> tuple[torch.Tensor, int]:
+        """vLLM's; with a block, prompt positions sized by each item's placeholder run (the kept count for a video).
+
+        vLLM's own assumes every item's full grid of tokens: after a pruned video the next item's
+        offset lies before where it thinks the video ends, and a prompt with two videos (or a video
+        then an image) fails. These positions are provisional: the runner's
+        ``recompute_mrope_positions`` overwrites them from the embeddings' position channels.
+        """
+        if self.videoprune is None:
+            return super().get_mrope_input_positions(input_tokens, mm_features)
+        return _placeholder_positions(len(input_tokens), mm_features, int(self.config.vision_config.spatial_merge_size))
+
     def _postprocess_video_embeds_evs(self, video_embeds_split, video_input):
         if self.videoprune is None:
             return super()._postprocess_video_embeds_evs(video_embeds_split, video_input)
@@ -212,6 +233,25 @@ class VideopruneQwen2VL(PruningMixin, Qwen2VLForConditionalGeneration):
         """vLLM's; with a block no modality runs in an encoder CUDA graph (it would skip the position channels)."""
         config = super().get_encoder_cudagraph_config()
         return config if self.videoprune is None else dataclasses.replace(config, modalities=[])
+
+
+def _placeholder_positions(n_tokens: int, mm_features: list, merge: int) -> tuple[torch.Tensor, int]:
+    """``(3, n_tokens)`` M-RoPE ids and their delta: text counts on, each item takes the first ``length`` ids of its grid."""
+    parts, start, next_id = [], 0, 0
+    for feat in sorted(mm_features, key=lambda f: f.mm_position.offset):
+        text = feat.mm_position.offset - start
+        parts.append(torch.arange(text).expand(3, text) + next_id)
+        next_id += text
+        t, h, w = (int(v) for v in feat.data[f"{feat.modality}_grid_thw"].data.tolist())
+        n = int(feat.mm_position.length)
+        grid = torch.stack(torch.meshgrid(torch.arange(t), torch.arange(h // merge), torch.arange(w // merge),
+                                          indexing="ij")).reshape(3, -1)[:, :n] + next_id
+        parts.append(grid)
+        next_id = int(grid.max()) + 1 if n else next_id
+        start = feat.mm_position.offset + n
+    parts.append(torch.arange(n_tokens - start).expand(3, n_tokens - start) + next_id)
+    positions = torch.cat(parts, dim=1)
+    return positions, int(positions.max()) + 1 - n_tokens
 
 
 def _check_engine(model, vllm_config) -> None:
