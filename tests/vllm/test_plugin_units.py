@@ -38,13 +38,7 @@ print(json.dumps(out))
 '''
 
 
-def _probe() -> dict:
-    python = os.environ.get("VIDEOPRUNE_VLLM_PYTHON")
-    if not python or not Path(python).is_file():
-        msg = f"the vLLM venv is not available (VIDEOPRUNE_VLLM_PYTHON={python!r}; make .venv-vllm)"
-        if os.environ.get("VIDEOPRUNE_REQUIRE_VLLM") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
+def _probe(python: str) -> dict:
     import videoprune
 
     env = dict(os.environ, PYTHONPATH=str(Path(videoprune.__file__).resolve().parents[1]))
@@ -54,8 +48,8 @@ def _probe() -> dict:
 
 
 @pytest.fixture(scope="module")
-def probe() -> dict:
-    return _probe()
+def probe(vllm_python) -> dict:
+    return _probe(vllm_python)
 
 
 def test_float16_hidden_states_are_clamped_before_the_merger(probe):

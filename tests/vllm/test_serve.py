@@ -22,16 +22,6 @@ import pytest
 RATE = 0.5
 
 
-def _vllm_python() -> str:
-    given = os.environ.get("VIDEOPRUNE_VLLM_PYTHON")
-    if given and Path(given).is_file():
-        return given
-    msg = f"the vLLM venv is not available (VIDEOPRUNE_VLLM_PYTHON={given!r}; make .venv-vllm)"
-    if os.environ.get("VIDEOPRUNE_REQUIRE_VLLM") == "1":
-        pytest.fail(msg)
-    pytest.skip(msg)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -39,9 +29,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, vllm_python):
     """The tiny checkpoint and a copy of the bundled sample clip in a folder the server may read."""
-    python = _vllm_python()
+    python = vllm_python
     pytest.importorskip("transformers")
     import videoprune
     from videoprune.vllm.tiny_checkpoint import build_tiny_checkpoint

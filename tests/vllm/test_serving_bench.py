@@ -57,14 +57,9 @@ def test_engine_arguments_per_method():
     assert kw["distributed_executor_backend"] == "uni"
 
 
-def test_smoke_run_on_the_tiny_checkpoint(tmp_path):
+def test_smoke_run_on_the_tiny_checkpoint(tmp_path, vllm_python):
     """Two methods at two concurrencies: both reported with every level, and the last stdout line is one JSON object."""
-    given = os.environ.get("VIDEOPRUNE_VLLM_PYTHON")
-    if not given or not Path(given).is_file():
-        msg = f"the vLLM venv is not available (VIDEOPRUNE_VLLM_PYTHON={given!r}; make .venv-vllm)"
-        if os.environ.get("VIDEOPRUNE_REQUIRE_VLLM") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
+    given = vllm_python
     pytest.importorskip("transformers")
     from videoprune.vllm.tiny_checkpoint import build_tiny_checkpoint
 

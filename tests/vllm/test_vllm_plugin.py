@@ -41,22 +41,11 @@ MULTI_BATCHES = [[MULTI_A, MULTI_B], [MULTI_A], [MULTI_B]]
 MULTI_METHODS = ("evs", "evs-pre", "stts")
 
 
-def _vllm_python() -> str:
-    given = os.environ.get("VIDEOPRUNE_VLLM_PYTHON")
-    if given and Path(given).is_file():
-        return given
-    msg = f"the vLLM venv is not available (VIDEOPRUNE_VLLM_PYTHON={given!r}; make .venv-vllm)"
-    if os.environ.get("VIDEOPRUNE_REQUIRE_VLLM") == "1":
-        pytest.fail(msg)
-    pytest.skip(msg)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """The tiny checkpoint, a scorer saved by ``handle.save_scorer``, a mismatched scorer, an uncovered family."""
     pytest.importorskip("transformers")
     import torch
-    import transformers
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     import videoprune
@@ -129,9 +118,9 @@ def _cases(f) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def engines(files):
+def engines(files, vllm_python):
     """Every case's record from one vLLM process, by name."""
-    python = _vllm_python()
+    python = vllm_python
     spec = files["root"] / "spec.json"
     out = files["root"] / "engines.json"
     spec.write_text(json.dumps({"checkpoint": files["ckpt"], "max_tokens": MAX_TOKENS, "cases": _cases(files)}))
