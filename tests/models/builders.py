@@ -18,8 +18,8 @@ VIDEO_TOKEN = TINY_IDS["video_token_id"]
 VISION_START = TINY_IDS["vision_start_token_id"]
 VISION_END = TINY_IDS["vision_end_token_id"]
 PAD_TOKEN = 0
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision")
-QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "llava_onevision")
+QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 
 # Qwen video: 12 frames -> 6 temporal slices; 8x8 patches -> 4x4 merged tokens per slice.
 QWEN_PATCH = TINY_PATCH
