@@ -8,7 +8,8 @@ import pytest
 
 from videoprune.config import EVSConfig
 from videoprune.core.evs import retained_count
-from videoprune.vllm.config import check_vllm_version, kept_tokens, parse_block, stts_fingerprint_fields
+from videoprune.models.stts_qwen2_5_vl import scorer_fingerprint
+from videoprune.vllm.config import check_vllm_version, kept_tokens, parse_block
 
 
 @pytest.mark.parametrize("block, field", [
@@ -104,7 +105,7 @@ def test_stts_fingerprint_matches_the_hf_integration(tmp_path):
     path = str(tmp_path / "s.safetensors")
     handle.save_scorer(path)
     vc = model.config.vision_config
-    assert handle.fingerprint_fields == stts_fingerprint_fields(vc, 1, 2, model.config.model_type)
+    assert handle.fingerprint_fields == scorer_fingerprint(vc, 1, 2)
     handle.remove()
     got = parse_block({"method": "stts", "rate": 0.25, "scorer_path": path}, "qwen2_5_vl", vc)
     assert (got.config.ratio, got.config.prune_at, got.config.mlp_hidden, got.config.attn_dim) == (0.25, 1, 16, 8)

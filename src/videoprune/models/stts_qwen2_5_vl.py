@@ -32,7 +32,7 @@ from ..stts.scorer import grid_to_windows, windows_to_grid
 from . import qwen_vision as QV
 from .qwen2_5_vl import Qwen2_5_VLAdapter
 
-__all__ = ["Qwen2_5_VLSTTS"]
+__all__ = ["Qwen2_5_VLSTTS", "scorer_fingerprint"]
 
 
 class Qwen2_5_VLSTTS(Qwen2_5_VLAdapter, STTSFamily):
@@ -63,12 +63,7 @@ class Qwen2_5_VLSTTS(Qwen2_5_VLAdapter, STTSFamily):
         return self.spatial_merge_size
 
     def fingerprint_fields(self, cfg: STTSConfig) -> dict[str, Any]:
-        vc = self.config.vision_config
-        return {"model_type": "qwen2_5_vl", "hidden_size": int(vc.hidden_size), "depth": int(vc.depth),
-                "patch_size": int(vc.patch_size), "temporal_patch_size": int(vc.temporal_patch_size),
-                "num_heads": int(vc.num_heads), "window_size": int(vc.window_size),
-                "fullatt_block_indexes": [int(v) for v in vc.fullatt_block_indexes],
-                "prune_at": cfg.prune_at, "pool": self.pool(cfg)}
+        return scorer_fingerprint(self.config.vision_config, cfg.prune_at, self.pool(cfg))
 
     # ---- encoder ------------------------------------------------------------------------------------
     def _score_dense(self, handle: STTSHandle, pixels: torch.Tensor, grid_thw: torch.Tensor, training: bool):
@@ -141,3 +136,17 @@ class Qwen2_5_VLSTTS(Qwen2_5_VLAdapter, STTSFamily):
     def _side_scores(self, handle: STTSHandle, pixels: torch.Tensor, grid: torch.Tensor) -> None:
         """ratio 0 in training: the scorer runs on the side for the auxiliary loss; the encoder output is untouched."""
         self._score_dense(handle, pixels.type(self.visual.dtype), grid, True)
+
+
+def scorer_fingerprint(vision_config: Any, prune_at: int, pool: int) -> dict[str, Any]:
+    """The fields a Qwen2.5-VL STTS scorer file is stamped with: the tower's geometry, ``prune_at`` and ``pool``.
+
+    One definition for the HF integration (which writes and checks them) and the vLLM plug-in
+    (which checks a scorer file against the checkpoint it serves).
+    """
+    vc = vision_config
+    return {"model_type": "qwen2_5_vl", "hidden_size": int(vc.hidden_size), "depth": int(vc.depth),
+            "patch_size": int(vc.patch_size), "temporal_patch_size": int(vc.temporal_patch_size),
+            "num_heads": int(vc.num_heads), "window_size": int(vc.window_size),
+            "fullatt_block_indexes": [int(v) for v in vc.fullatt_block_indexes],
+            "prune_at": int(prune_at), "pool": int(pool)}

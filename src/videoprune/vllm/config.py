@@ -26,8 +26,7 @@ from ..methods import get_method, method_names
 from ..models.registry import FAMILIES as _REGISTERED
 from ..stts.select import drop_count
 
-__all__ = ["BLOCK", "FAMILIES", "SERVED", "TESTED_VLLM", "PluginConfig", "check_vllm_version", "kept_tokens", "parse_block",
-           "stts_fingerprint_fields"]
+__all__ = ["BLOCK", "FAMILIES", "SERVED", "TESTED_VLLM", "PluginConfig", "check_vllm_version", "kept_tokens", "parse_block"]
 
 #: the key of the block in hf_overrides / config.json
 BLOCK = "videoprune"
@@ -106,7 +105,7 @@ def parse_block(block: Any, model_type: str, vision_config: Any = None) -> Plugi
         if scorer is not None:
             raise _field_error("scorer_path", f"only method 'stts' takes a scorer, not {method!r}")
         return PluginConfig(method, rate, get_method(method, "vllm").config(rate))
-    return PluginConfig(method, rate, _stts_config(rate, scorer, model_type, vision_config))
+    return PluginConfig(method, rate, _stts_config(rate, scorer, vision_config))
 
 
 def _methods() -> tuple[str, ...]:
@@ -134,16 +133,6 @@ def _check_rate(rate: Any) -> float:
     return float(rate)
 
 
-def stts_fingerprint_fields(vision_config: Any, prune_at: int, pool: int, model_type: str) -> dict[str, Any]:
-    """The fields an STTS scorer file is stamped with for Qwen2.5-VL (``model_type``), as the HF integration writes them."""
-    vc = vision_config
-    return {"model_type": model_type, "hidden_size": int(vc.hidden_size), "depth": int(vc.depth),
-            "patch_size": int(vc.patch_size), "temporal_patch_size": int(vc.temporal_patch_size),
-            "num_heads": int(vc.num_heads), "window_size": int(vc.window_size),
-            "fullatt_block_indexes": [int(v) for v in vc.fullatt_block_indexes],
-            "prune_at": int(prune_at), "pool": int(pool)}
-
-
 def _scorer_metadata(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(fingerprint fields, scorer arch)`` stored in a scorer file by ``handle.save_scorer``."""
     from safetensors import safe_open
@@ -164,7 +153,7 @@ def _scorer_metadata(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return json.loads(meta.get(W._FIELDS_KEY, "{}")), json.loads(meta.get(W._ARCH_KEY, "{}"))
 
 
-def _stts_config(rate: float, scorer: Any, model_type: str, vision_config: Any):
+def _stts_config(rate: float, scorer: Any, vision_config: Any):
     """The STTSConfig for a scorer file: prune_at and the scorer's shape come from the file, checked against the model."""
     if not isinstance(scorer, str) or not scorer:
         raise _field_error("scorer_path", "required for method 'stts': a scorer file saved by handle.save_scorer")
@@ -174,7 +163,9 @@ def _stts_config(rate: float, scorer: Any, model_type: str, vision_config: Any):
         prune_at = fields.get("prune_at")
         if not isinstance(prune_at, int):
             raise _field_error("scorer_path", f"{scorer} records no prune_at")
-        want = stts_fingerprint_fields(vision_config, prune_at, pool, model_type)
+        from ..models.stts_qwen2_5_vl import scorer_fingerprint
+
+        want = scorer_fingerprint(vision_config, prune_at, pool)
         if fields != want:
             diff = ", ".join(f"{k}: scorer {fields.get(k)!r} vs model {want.get(k)!r}"
                              for k in sorted(set(fields) | set(want)) if fields.get(k) != want.get(k))

@@ -268,12 +268,12 @@ def _load_scorer(cfg, visual, hf_config) -> torch.nn.Module:
     """The STTS scorer of ``cfg.scorer_path``, fingerprint checked against the checkpoint, float32 on the tower's device."""
     from ..stts.scorer import STTSScorer
     from ..stts.weights import load_scorer_state
-    from .config import stts_fingerprint_fields
+    from ..models.stts_qwen2_5_vl import scorer_fingerprint
 
     pool = int(visual.spatial_merge_size)
     scorer = STTSScorer(int(visual.hidden_size), pool, cfg.mlp_hidden, cfg.attn_dim)
     arch = {"width": scorer.width, "pool": scorer.pool, "mlp_hidden": cfg.mlp_hidden, "attn_dim": cfg.attn_dim}
-    fields = stts_fingerprint_fields(hf_config.vision_config, cfg.prune_at, pool, hf_config.model_type)
+    fields = scorer_fingerprint(hf_config.vision_config, cfg.prune_at, pool)
     state = load_scorer_state(cfg.scorer_path, fields, arch)
     scorer.load_state_dict(state)
     return scorer.float().to(visual.device).eval()
