@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -76,6 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--concurrency must be comma-separated ints, got {a.concurrency!r}")
     if not a.levels or min(a.levels) < 1 or a.rounds < 1 or a.max_tokens < 1:
         p.error("--concurrency values, --rounds and --max-tokens must be >= 1")
+    if a.size is not None and not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", a.size.lower()):
+        p.error(f"--size must be WIDTHxHEIGHT in pixels, e.g. 448x448, got {a.size!r}")
     if a.frames < 2 or a.frames % 2:
         p.error(f"--frames must be even and >= 2 (Qwen merges frame pairs), got {a.frames}")
     return a
@@ -95,19 +98,24 @@ def load_video(path: str | None, frames: int, size: str | None):
         path = str(Path(videoprune.__file__).parent / "assets" / "sample.mp4")
     cap = cv2.VideoCapture(path)
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    decoded = []
-    ok, frame = cap.read()
-    while ok:
-        decoded.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-        ok, frame = cap.read()
-    if len(decoded) < frames:
-        raise SystemExit(f"{path}: {len(decoded)} decodable frames, fewer than --frames {frames}")
-    idx = np.linspace(0, len(decoded) - 1, frames).round().astype(int).tolist()
-    video = np.stack([decoded[i] for i in idx])
+    total = 0
+    while cap.grab():  # count first (container frame counts can be wrong), keep only the sampled frames after
+        total += 1
+    if total < frames:
+        raise SystemExit(f"{path}: {total} decodable frames, fewer than --frames {frames}")
+    idx = np.linspace(0, total - 1, frames).round().astype(int).tolist()
+    cap = cv2.VideoCapture(path)
+    wanted, picked = set(idx), {}
+    for i in range(idx[-1] + 1):
+        if not cap.grab():
+            raise SystemExit(f"{path}: frame {i} of {total} could not be read again")
+        if i in wanted:
+            picked[i] = cv2.cvtColor(cap.retrieve()[1], cv2.COLOR_BGR2RGB)
+    video = np.stack([picked[i] for i in idx])
     if size:
         w, h = (int(v) for v in size.lower().split("x"))
         video = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in video])
-    meta = {"total_num_frames": len(decoded), "fps": float(fps), "duration": len(decoded) / float(fps),
+    meta = {"total_num_frames": total, "fps": float(fps), "duration": total / float(fps),
             "video_backend": "opencv", "frames_indices": idx, "do_sample_frames": False}
     return video, meta
 

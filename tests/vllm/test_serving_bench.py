@@ -33,6 +33,7 @@ def _bench_module():
     (["--concurrency", "1,x"], "comma-separated ints"),
     (["--concurrency", "0"], "must be >= 1"),
     (["--frames", "7"], "must be even"),
+    (["--size", "448"], "--size must be WIDTHxHEIGHT"),
 ])
 def test_bad_arguments_fail_before_any_engine_starts(argv, message, capsys):
     """Every bad argument is refused by the parser with a message naming it, before vLLM is imported."""
